@@ -1,0 +1,30 @@
+# Set-up and entry points. `make demo` installs everything and shows skulls; `make test` runs the tests.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# The CPU wheel of torch; an unpinned torch would pull several GB of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/bench data preview --out previews
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/pytest -q tests/performance --benchmark-enable --benchmark-only
+
+clean:
+	rm -rf $(VENV) previews .pytest_cache .benchmarks

@@ -1,0 +1,1 @@
+"""Downstream clinical tasks (skull alignment, skull completion) trained on synthetic skulls."""

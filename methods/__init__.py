@@ -1,0 +1,1 @@
+"""Registry of generative methods and one module per family of methods."""

@@ -1,0 +1,1 @@
+"""Point sets, the pairwise distance engine and the metric families."""
