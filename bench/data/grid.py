@@ -1,5 +1,9 @@
 """The common voxel grid: one fixed physical field of view, cubic, centred on the origin.
 
+The field of view is 256 mm: large adult skulls with the mandible measure up to
+about 240 mm from vertex to menton, so 256 mm keeps a margin around them and
+gives round voxel sizes (4 mm at 64^3, 2 mm at 128^3, 1 mm at 256^3).
+
 Axes follow RAS: array axis 0 is x (towards the subject's right), axis 1 is y
 (anterior), axis 2 is z (superior). Voxel (i, j, k) has its centre at
 ``(index + 0.5) * voxel_size - field_of_view / 2`` millimetres on each axis.
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-FIELD_OF_VIEW_MM = 240.0
+FIELD_OF_VIEW_MM = 256.0
 MIN_RESOLUTION = 16
 MAX_RESOLUTION = 256
 

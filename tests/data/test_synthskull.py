@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench.data.grid import mm_to_index
+from bench.data.grid import FIELD_OF_VIEW_MM, mm_to_index
 from bench.data.synthskull import (CLASS_NAMES, CLASS_PRIOR, LANDMARK_NAMES, generate_subject,
                                    make_dataset)
 from bench.data.synthskull.anatomy import sample_parameters
 from bench.errors import BenchError
 
 R = 64
-VOXEL_MM = 240.0 / R
+VOXEL_MM = FIELD_OF_VIEW_MM / R
 FULL = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -76,8 +76,8 @@ def test_cranium_only_is_one_component_without_menton():
 def test_bone_fraction_in_documented_range():
     dataset = make_dataset(40, R, seed=5)
     fractions = dataset.volumes.reshape(len(dataset), -1).mean(axis=1)
-    # docs/SYNTHSKULL.md: 3 % to 7 % of the 240 mm field of view is bone.
-    assert fractions.min() > 0.03 and fractions.max() < 0.07
+    # docs/SYNTHSKULL.md: 2 % to 6.5 % of the 256 mm field of view is bone.
+    assert fractions.min() > 0.02 and fractions.max() < 0.065
 
 
 def test_no_bone_on_the_grid_border():

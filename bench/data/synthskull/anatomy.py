@@ -25,24 +25,27 @@ CLASS_NAMES = ("normocephaly", "scaphocephaly", "brachycephaly", "plagiocephaly"
 CLASS_PRIOR = (0.70, 0.10, 0.08, 0.07, 0.05)
 # Per-axis scale that brings the fsaverage inner skull (an enlarged MNI-like
 # average) to the mean adult inner skull: outer length 185, breadth 140 mm.
-TEMPLATE_SCALE = np.array([0.84, 0.925, 0.87])
+TEMPLATE_SCALE = np.array([0.84, 0.925, 0.88])
 # Continuous parameters: name -> (mean, standard deviation); every draw is a
-# normal truncated at 2 standard deviations, which keeps every skull inside the
-# 240 mm field of view.
+# normal truncated at 2.5 standard deviations.
 CONTINUOUS = {
-    "size": (1.0, 0.025),
+    "size": (1.0, 0.03),
     "cephalic": (1.0, 0.035),
-    "vault_height": (1.0, 0.025),
-    "facial_height": (1.0, 0.025),
+    "vault_height": (1.0, 0.03),
+    "facial_height": (1.0, 0.035),
     "facial_width": (1.0, 0.04),
     "orbit_size": (1.0, 0.05),
-    "mandible_size": (1.0, 0.03),
+    "mandible_size": (1.0, 0.035),
     "mandible_protrusion_mm": (0.0, 3.0),
     "thickness_mm": (6.0, 0.6),
     "asymmetry": (0.0, 0.012),
 }
-TRUNCATION_SD = 2.0
+TRUNCATION_SD = 2.5
 NASION_HEIGHT_MM = 22.0
+# Heights (Frankfort frame, mm) of the occlusal plane and of the crowns' centres.
+OCCLUSAL_Z = -55.0
+UPPER_CROWN_Z = -48.5
+LOWER_CROWN_Z = -61.5
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def build_skull(params: SkullParameters, template: VaultTemplate) -> Skull:
     cavity = replace(vault, cavity=True, clip=clip)
     cranium = [Stroke(vault)] + face_bone + [Stroke(cavity, add=False)]
     cranium += [Stroke(s, add=False) for s in _face_openings(face, params)]
+    cranium += _teeth(face, UPPER_CROWN_Z, 1.0, 0.0)
     return Skull(cranium=cranium, mandible=_mandible(face), parameters=params)
 
 
@@ -115,10 +119,9 @@ def _vault(params: SkullParameters, template: VaultTemplate) -> VaultShell:
              * np.array([params.cephalic, 1.0 / params.cephalic, params.vault_height]))
     asymmetry = (Bump(np.array([params.side, 0.3, 0.5]), 0.6, params.asymmetry),
                  Bump(np.array([-params.side, -0.5, 0.4]), 0.6, -params.asymmetry))
-    thickness = (Bump(np.array([0.0, 1.0, 0.3]), 0.5, 0.15),
-                 Bump(np.array([0.0, -1.0, 0.0]), 0.5, 0.15),
-                 Bump(np.array([1.0, 0.0, -0.1]), 0.45, -0.25),
-                 Bump(np.array([-1.0, 0.0, -0.1]), 0.45, -0.25))
+    # Thicker at the frontal and occipital bones than at the parietal walls.
+    thickness = (Bump(np.array([0.0, 1.0, 0.3]), 0.7, 0.15),
+                 Bump(np.array([0.0, -1.0, 0.0]), 0.7, 0.2))
     return VaultShell(radius_table=template.radius, centre=template.centre * scale,
                       scale=scale, thickness_mm=params.thickness_mm,
                       shape_bumps=class_bumps + asymmetry, thickness_bumps=thickness)
@@ -195,6 +198,14 @@ class _FaceFrame:
                   yaw_deg: float = 0.0) -> Ellipsoid:
         return Ellipsoid(self.point(*centre), self.radii(*radii), _yaw(yaw_deg))
 
+    def sweep(self, points: list[tuple[float, float, float]], half_width: list[float],
+              half_height: list[float], up: tuple[float, float, float] = (0, 0, 1)) -> Sweep:
+        """A sweep through face-coordinate points (sections scale with size only)."""
+        return Sweep(np.array([self.point(*q) for q in points]),
+                     np.array(half_width, dtype=float) * self.params.size,
+                     np.array(half_height, dtype=float) * self.params.size,
+                     np.array(up, dtype=float))
+
     def mirrored(self, centre: tuple[float, float, float], radii: tuple[float, float, float],
                  yaw_deg: float = 0.0) -> list[Ellipsoid]:
         """The same ellipsoid on the subject's right (x > 0) and left."""
@@ -210,34 +221,39 @@ def _yaw(degrees: float) -> np.ndarray:
 
 
 def _face_bone(face: _FaceFrame) -> list[Stroke]:
-    """Bone added to the vault: brow, maxilla, zygomas and arches, temporal, teeth."""
-    shapes = [face.ellipsoid((0, -27, 12), (50, 29, 26)),
-              face.ellipsoid((0, -30, -27), (37, 30, 22))]
-    shapes += face.mirrored((46, -22, -4), (11, 12, 15))
+    """Bone added to the vault: brow and orbital rims, nose, maxilla, zygomas, arches,
+    temporal bones and mastoids."""
+    shapes: list[Ellipsoid | Sweep] = [
+        face.ellipsoid((0, -35, 15), (56, 36, 28)),
+        face.ellipsoid((0, -33, -25), (38, 28, 22)),
+        face.sweep([(0, 0.5, 22), (0, 2, 4)], [7, 5], [3, 3], up=(0, 1, 0))]
     for side in (1, -1):
-        arch = np.array([face.point(48 * side, -28, -6), face.point(60 * side, -50, -4)]
-                        + [face.absolute(63 * side, 28, -2), face.absolute(59 * side, 6, 0)])
-        shapes.append(Sweep(arch, np.full(4, 2.6), np.full(4, 5.0), np.array([0.0, 0.0, 1.0])))
-        shapes.append(Ellipsoid(face.absolute(58 * side, -12, -6), np.array([13, 16, 13.0]),
+        brow = [(50 * side, -17, 28), (33 * side, -5, 35), (14 * side, -1, 32), (0, 1, 28)]
+        shapes.append(face.sweep(brow, [4, 4, 4, 4], [4, 4.5, 4, 4]))
+        shapes.append(face.ellipsoid((47 * side, -20, 4), (7, 12, 18)))
+        arch = [face.point(49 * side, -28, 0), face.point(58 * side, -48, -1),
+                face.absolute(62 * side, 30, -1), face.absolute(58 * side, 5, 1)]
+        shapes.append(Sweep(np.array(arch), np.full(4, 2.6), np.array([7.0, 5.5, 5, 5]),
+                            np.array([0.0, 0.0, 1.0])))
+        shapes.append(Ellipsoid(face.absolute(60 * side, -6, -8), np.array([7, 14, 12.0]),
                                 np.eye(3)))
-        shapes.append(Ellipsoid(face.absolute(54 * side, -16, -26), np.array([8, 10, 13.0]),
-                                np.eye(3)))
-    alveolar = np.array([face.point(x, y, -49) for x, y in
-                         [(-27, -56), (-25, -36), (-15, -16), (0, -9), (15, -16), (25, -36),
-                          (27, -56)]])
-    shapes.append(Sweep(alveolar, np.full(7, 6.0), np.full(7, 6.5), np.array([0.0, 0.0, 1.0])))
+        shapes.append(Ellipsoid(face.absolute(53 * side, -16, -22), np.array([7, 9, 13.0]),
+                                _pitch(-20)))
+    ridge = [(x * s, y, -44) for s, x, y in _ARCH_SIDES]
+    shapes.append(face.sweep(ridge, [6] * len(ridge), [5] * len(ridge)))
     return [Stroke(s) for s in shapes]
 
 
 def _face_openings(face: _FaceFrame, params: SkullParameters) -> list[Ellipsoid]:
-    """Orbits, nasal aperture and cavity, sinuses, ear canals, foramen magnum."""
+    """Orbits, piriform aperture, nasal cavity, maxillary sinuses, ear canals and the
+    foramen magnum."""
     o = params.orbit_size
-    spacing = 31.0 * (0.92 if params.label == "trigonocephaly" else 1.0)
-    openings = face.mirrored((spacing, -22, 14), (19 * o, 26, 17 * o), yaw_deg=-15)
-    openings += [face.ellipsoid((0, -5, -16), (11, 14, 17)),
-                 face.ellipsoid((0, -7, -25), (13, 12, 9)),
-                 face.ellipsoid((0, -36, -15), (14, 30, 18))]
-    openings += face.mirrored((20, -30, -22), (11, 15, 12))
+    spacing = 33.0 * (0.92 if params.label == "trigonocephaly" else 1.0)
+    openings = face.mirrored((spacing, -22, 17), (19.5 * o, 25, 17 * o), yaw_deg=-15)
+    openings += [face.ellipsoid((0, -2, -5), (8, 12, 12)),
+                 face.ellipsoid((0, -6, -19), (12.5, 14, 12)),
+                 face.ellipsoid((0, -35, -12), (13, 30, 20))]
+    openings += face.mirrored((21, -32, -20), (11, 14, 12))
     for side in (1, -1):
         openings.append(Ellipsoid(face.absolute(66 * side, 0, -4.5), np.array([14, 4.5, 4.5]),
                                   np.eye(3)))
@@ -245,31 +261,70 @@ def _face_openings(face: _FaceFrame, params: SkullParameters) -> list[Ellipsoid]
     return openings
 
 
+# Half of the dental arch, from the midline backwards: (x, y) in face coordinates.
+_ARCH = [(0.0, -7.0), (9, -9), (17, -14), (22, -22), (25, -31), (27, -40), (28, -49), (28, -58)]
+_ARCH_SIDES = [(-1, x, y) for x, y in reversed(_ARCH[1:])] + [(1, x, y) for x, y in _ARCH[1:]]
+# Mesiodistal crown widths (mm) from central incisor to third molar, and crown
+# half-sizes (across the arch, half-height) of incisors, canine, premolars, molars.
+_TOOTH_WIDTHS = (8.5, 6.5, 7.5, 7.0, 7.0, 10.0, 9.0, 8.5)
+_TOOTH_HALF = ((3.0, 5.0), (3.2, 5.0), (4.0, 5.5), (4.0, 4.5), (4.0, 4.5), (5.0, 4.0),
+               (5.0, 4.0), (4.8, 4.0))
+
+
+def _teeth(face: _FaceFrame, crown_z: float, arch_scale: float, shift_y: float) -> list[Stroke]:
+    """One jaw's 16 teeth as ellipsoids along the dental arch.
+
+    Args:
+        crown_z: height of the crowns' centres, mm (Frankfort frame).
+        arch_scale: scale of the arch's width (the lower arch sits inside the upper).
+        shift_y: shift of the arch backwards (negative) in mm.
+    """
+    arch = np.array(_ARCH) * [arch_scale, 1.0] + [0.0, shift_y]
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(arch, axis=0), axis=1))])
+    centres = np.cumsum(_TOOTH_WIDTHS) - np.array(_TOOTH_WIDTHS) / 2
+    strokes = []
+    for centre, width, (half_across, half_height) in zip(centres, _TOOTH_WIDTHS, _TOOTH_HALF):
+        x, y = np.interp(centre, arc, arch[:, 0]), np.interp(centre, arc, arch[:, 1])
+        dx, dy = np.gradient(arch, axis=0)[min(np.searchsorted(arc, centre), len(arc) - 1)]
+        yaw = np.degrees(np.arctan2(dx, -dy))
+        for side in (1, -1):
+            strokes.append(Stroke(face.ellipsoid((x * side, y, crown_z),
+                                                 (half_across, width / 2 - 0.3, half_height),
+                                                 yaw_deg=90 - yaw if side > 0 else yaw - 90)))
+    return strokes
+
+
 def _mandible(face: _FaceFrame) -> list[Stroke]:
-    """Body, rami, coronoid processes, condyles and chin, scaled by mandible size."""
+    """Body, chin, rami, coronoid processes, condyles and lower teeth.
+
+    Scaled by ``mandible_size`` about the centre of the occlusal plane, so that
+    the teeth stay in occlusion whatever the size.
+    """
     p = face.params
-    chin_y = -14 + p.mandible_protrusion_mm
-    body = [face.absolute(-47, 0, -70)]
+    chin = p.mandible_protrusion_mm
+    body = [face.absolute(-48, 0, -77)]
     body += [face.point(x, y, z) for x, y, z in
-             [(-40, -75 + 0.3 * chin_y, -74), (-30, -45 + 0.6 * chin_y, -77),
-              (-16, -22 + 0.9 * chin_y, -78), (0, chin_y, -78), (16, -22 + 0.9 * chin_y, -78),
-              (30, -45 + 0.6 * chin_y, -77), (40, -75 + 0.3 * chin_y, -74)]]
-    body += [face.absolute(47, 0, -70)]
-    height = np.array([11.0, 13, 14, 15, 15, 15, 14, 13, 11])
+             [(-38, -55 + 0.3 * chin, -77), (-24, -27 + 0.7 * chin, -78.5), (0, -9 + chin, -79.5),
+              (24, -27 + 0.7 * chin, -78.5), (38, -55 + 0.3 * chin, -77)]]
+    body += [face.absolute(48, 0, -77)]
     shapes: list[Ellipsoid | Sweep] = [
-        Sweep(np.array(body), np.full(9, 5.5), height, np.array([0.0, 0.0, 1.0])),
-        face.ellipsoid((0, chin_y + 2, -87), (12, 6, 8))]
+        Sweep(np.array(body), np.full(7, 5.5), np.array([9.0, 13, 15, 15.5, 15, 13, 9]),
+              np.array([0.0, 0.0, 1.0])),
+        face.ellipsoid((0, -9 + chin, -88), (12, 6, 8))]
     for side in (1, -1):
-        ramus = np.array([face.absolute(47 * side, 0, -68), face.absolute(51 * side, 9, -16)])
-        shapes.append(Sweep(ramus, np.array([4.0, 4.0]), np.array([14.0, 8.0]),
+        shapes.append(Sweep(np.array([face.absolute(48 * side, 2, -80),
+                                      face.absolute(51 * side, 8, -22)]),
+                            np.array([4.0, 3.5]), np.array([15.0, 7.0]),
                             np.array([0.0, 1.0, 0.0])))
-        coronoid = np.array([face.absolute(47 * side, 18, -52), face.absolute(46 * side, 28, -20)])
-        shapes.append(Sweep(coronoid, np.array([3.0, 3.0]), np.array([6.0, 3.0]),
+        shapes.append(Sweep(np.array([face.absolute(47 * side, 18, -52),
+                                      face.absolute(46 * side, 26, -16)]),
+                            np.array([3.0, 2.5]), np.array([7.0, 3.0]),
                             np.array([0.0, 1.0, 0.0])))
-        shapes.append(Ellipsoid(face.absolute(52 * side, 10, -14), np.array([10, 5, 5.0]),
+        shapes.append(Ellipsoid(face.absolute(51 * side, 8, -16), np.array([9, 5, 6.0]),
                                 np.eye(3)))
-    pivot = face.absolute(0, 10, -14)
-    return [Stroke(_scaled(s, pivot, p.mandible_size)) for s in shapes]
+    teeth = [s.shape for s in _teeth(face, LOWER_CROWN_Z, 0.94, -2.0)]
+    pivot = face.point(0, -30, OCCLUSAL_Z)
+    return [Stroke(_scaled(s, pivot, p.mandible_size)) for s in shapes + teeth]
 
 
 def _scaled(shape: Ellipsoid | Sweep, pivot: np.ndarray, factor: float) -> Ellipsoid | Sweep:
@@ -279,3 +334,10 @@ def _scaled(shape: Ellipsoid | Sweep, pivot: np.ndarray, factor: float) -> Ellip
                          shape.rotation)
     return Sweep(pivot + (shape.points - pivot) * factor, shape.half_width * factor,
                  shape.half_height * factor, shape.up)
+
+
+def _pitch(degrees: float) -> np.ndarray:
+    """Rotation about x by ``degrees`` (positive tips +y towards +z)."""
+    angle = np.deg2rad(degrees)
+    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)],
+                     [0.0, np.sin(angle), np.cos(angle)]])

@@ -156,14 +156,26 @@ def _landmarks(skull: Skull, mandible: bool) -> dict[str, np.ndarray]:
     nasion, porion_right, porion_left = _last_exits(skull.cranium, [
         ([0, 40, NASION_HEIGHT_MM * params.size], [0, 1, 0]),
         ([20, 0, 0], [1, 0, 0]), ([-20, 0, 0], [-1, 0, 0])])
-    # Orbitale: the lowest point of the orbital margin, reached from inside the orbit.
-    orbit_x = 31 * params.facial_width * params.size
-    orbitale_right, orbitale_left = _first_hits(skull.cranium, [
-        ([orbit_x, nasion[1] - 12, 14], [0, 0, -1]), ([-orbit_x, nasion[1] - 12, 14], [0, 0, -1])])
+    orbit_x = 33 * params.facial_width * params.size
+    orbitale_right = _orbitale(skull.cranium, orbit_x, nasion[1])
+    orbitale_left = _orbitale(skull.cranium, -orbit_x, nasion[1])
     menton = _menton(skull.mandible, nasion[1]) if mandible else np.full(3, np.nan)
     found = {"nasion": nasion, "porion_left": porion_left, "porion_right": porion_right,
              "orbitale_left": orbitale_left, "orbitale_right": orbitale_right, "menton": menton}
     return {k: v + FRANKFORT_ORIGIN_MM for k, v in found.items()}
+
+
+def _orbitale(strokes: list, orbit_x: float, nasion_y: float) -> np.ndarray:
+    """Orbitale: the lowest point of the infraorbital margin.
+
+    Rays go down from inside the orbit at its centre line; the margin is the
+    front edge of the orbital floor, so the most anterior ray that meets bone
+    within the orbit's height range gives the point.
+    """
+    rays = [([orbit_x, y, 14], [0, 0, -1]) for y in np.arange(nasion_y - 40, nasion_y, 0.5)]
+    hits = np.array(_first_hits(strokes, rays))
+    on_floor = np.flatnonzero(hits[:, 2] > -20)
+    return hits[on_floor[-1]] if len(on_floor) else np.full(3, np.nan)
 
 
 def _menton(strokes: list, nasion_y: float) -> np.ndarray:
@@ -174,7 +186,7 @@ def _menton(strokes: list, nasion_y: float) -> np.ndarray:
 
 
 def _ray_hits(strokes: list, rays: list[tuple[list[float], list[float]]],
-              length_mm: float = 80.0, step_mm: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+              length_mm: float = 120.0, step_mm: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Points (rays, steps, 3) along each (start, direction) and whether each is bone."""
     t = np.arange(0.0, length_mm, step_mm)
     points = np.stack([np.asarray(start, float) + t[:, None] * np.asarray(direction, float)
