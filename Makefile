@@ -23,8 +23,10 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# Benchmarks of the figures in the README; one BLAS thread so that "one core" means one.
 bench: install
-	$(BIN)/pytest -q tests/performance --benchmark-enable --benchmark-only
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/pytest -q tests/performance \
+		--benchmark-enable --benchmark-only --benchmark-columns=min,mean,median,rounds
 
 clean:
 	rm -rf $(VENV) previews .pytest_cache .benchmarks

@@ -43,7 +43,8 @@ def _run_preview(args: argparse.Namespace) -> None:
     from bench.data.preview import write_previews
     from bench.data.sources import load_dataset
 
-    dataset = load_dataset(args.dataset, resolution=args.resolution, n=max(args.n, 1),
+    # Load more subjects than are shown, so that the rare classes reach the grid.
+    dataset = load_dataset(args.dataset, resolution=args.resolution, n=max(4 * args.n, 32),
                            seed=args.seed)
     for path in write_previews(dataset, args.out, n=args.n):
         print(path)

@@ -172,21 +172,21 @@ def _orbitale(strokes: list, orbit_x: float, nasion_y: float) -> np.ndarray:
     front edge of the orbital floor, so the most anterior ray that meets bone
     within the orbit's height range gives the point.
     """
-    rays = [([orbit_x, y, 14], [0, 0, -1]) for y in np.arange(nasion_y - 40, nasion_y, 0.5)]
-    hits = np.array(_first_hits(strokes, rays))
+    rays = [([orbit_x, y, 14], [0, 0, -1]) for y in np.arange(nasion_y - 40, nasion_y, 2.0)]
+    hits = np.array(_first_hits(strokes, rays, length_mm=40.0, step_mm=0.5))
     on_floor = np.flatnonzero(hits[:, 2] > -20)
     return hits[on_floor[-1]] if len(on_floor) else np.full(3, np.nan)
 
 
 def _menton(strokes: list, nasion_y: float) -> np.ndarray:
     """Menton: the lowest point of the mandibular symphysis in the midsagittal plane."""
-    rays = [([0, y, -50], [0, 0, -1]) for y in np.arange(nasion_y - 45, nasion_y + 5, 1.0)]
-    exits = np.array(_last_exits(strokes, rays))
+    rays = [([0, y, -50], [0, 0, -1]) for y in np.arange(nasion_y - 45, nasion_y + 5, 2.0)]
+    exits = np.array(_last_exits(strokes, rays, length_mm=80.0, step_mm=0.5))
     return exits[np.nanargmin(exits[:, 2])]
 
 
 def _ray_hits(strokes: list, rays: list[tuple[list[float], list[float]]],
-              length_mm: float = 120.0, step_mm: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+              length_mm: float = 120.0, step_mm: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Points (rays, steps, 3) along each (start, direction) and whether each is bone."""
     t = np.arange(0.0, length_mm, step_mm)
     points = np.stack([np.asarray(start, float) + t[:, None] * np.asarray(direction, float)
@@ -195,15 +195,15 @@ def _ray_hits(strokes: list, rays: list[tuple[list[float], list[float]]],
     return points, bone
 
 
-def _last_exits(strokes: list, rays: list) -> list[np.ndarray]:
+def _last_exits(strokes: list, rays: list, **ray_options: float) -> list[np.ndarray]:
     """The last bone point along each ray: the outer surface in that direction."""
-    points, bone = _ray_hits(strokes, rays)
+    points, bone = _ray_hits(strokes, rays, **ray_options)
     return [p[np.flatnonzero(b)[-1]] if b.any() else np.full(3, np.nan)
             for p, b in zip(points, bone)]
 
 
-def _first_hits(strokes: list, rays: list) -> list[np.ndarray]:
+def _first_hits(strokes: list, rays: list, **ray_options: float) -> list[np.ndarray]:
     """The first bone point along each ray started in empty space."""
-    points, bone = _ray_hits(strokes, rays)
+    points, bone = _ray_hits(strokes, rays, **ray_options)
     return [p[np.flatnonzero(b)[0]] if b.any() else np.full(3, np.nan)
             for p, b in zip(points, bone)]

@@ -248,8 +248,11 @@ def occupied(strokes: list[Stroke], points: np.ndarray) -> np.ndarray:
     """Evaluate the same program at points (M, 3) in the strokes' frame, mm; bool (M,)."""
     points = np.asarray(points, dtype=float)
     result = np.zeros(len(points), dtype=bool)
+    points_low, points_high = points.min(axis=0), points.max(axis=0)
     for stroke in strokes:
         low, high = stroke.shape.bounds()
+        if np.any(low > points_high) or np.any(high < points_low):
+            continue
         near = np.all((points >= low) & (points <= high), axis=1)
         if not near.any():
             continue
