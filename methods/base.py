@@ -1,0 +1,207 @@
+"""The contract every generative method keeps.
+
+A method is fitted on a training set in representation space (latent vectors
+or voxel grids: it never sees volumes) and then samples at any step budget.
+Like a scikit-learn estimator, its constructor stores hyperparameters (one
+typed dataclass, ``Params``) unchanged; learned state is set only by ``fit``;
+``sample`` before ``fit`` raises a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+
+from bench.errors import BenchError
+from bench.io import atomic_path
+from methods.backbones import BackboneConfig
+from bench.training import TrainConfig
+
+SAVE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Params:
+    """Hyperparameters of a method; subclasses add typed fields with defaults."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What every deep method of one run shares: backbone and training budget."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class FitReport:
+    """What ``fit`` did.
+
+    Attributes:
+        method: registered name.
+        seed: the fit's seed.
+        steps: optimiser steps taken (0 for methods without training).
+        losses: training loss per step (empty without training).
+        wall_time_s: wall-clock seconds of the fit.
+        parameter_count: trainable parameters of the network (0 without one).
+        extra: method-specific figures (e.g. reflow pairs, coupling cost).
+    """
+
+    method: str
+    seed: int
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    parameter_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float | None:
+        """Mean loss of the last 10 % of steps, or None without training."""
+        if not self.losses:
+            return None
+        tail = self.losses[-max(len(self.losses) // 10, 1):]
+        return float(sum(tail) / len(tail))
+
+
+class SampleResult(NamedTuple):
+    """Samples in representation space (n, *shape) and the network evaluations used."""
+
+    samples: torch.Tensor
+    nfe: int
+
+
+class Method(ABC):
+    """Base class of generative methods; register subclasses with ``@register_method``.
+
+    Subclasses set ``Params`` (a frozen dataclass of hyperparameters) and
+    ``description`` (one line for ``bench list``), and implement ``_fit``,
+    ``_sample``, ``_state`` and ``_restore``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None, **overrides: Any) -> None:
+        base = params if params is not None else self.Params()
+        if not isinstance(base, self.Params):
+            raise BenchError(f"method {self.name!r}: params must be {self.Params.__name__}, "
+                             f"got {type(base).__name__}")
+        self.params = _with_overrides(self.name, base, overrides)
+        self.fitted_ = False
+        self.data_shape_: tuple[int, ...] | None = None
+
+    def fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
+            device: torch.device | str = "cpu") -> FitReport:
+        """Learn the distribution of ``train`` (N, *shape) in representation space."""
+        if train.ndim < 2 or len(train) < 2:
+            raise BenchError(f"method {self.name!r}: fit needs at least 2 training samples of "
+                             f"shape (N, ...), got {tuple(train.shape)}")
+        self.data_shape_ = tuple(train.shape[1:])
+        report = self._fit(train, val, config, seed, torch.device(device))
+        self.fitted_ = True
+        return report
+
+    def sample(self, n: int, steps: int, seed: int,
+               device: torch.device | str = "cpu") -> SampleResult:
+        """Draw ``n`` samples with a budget of ``steps`` sampling steps.
+
+        Sample i depends only on (seed, i), not on n or on batching.
+        """
+        self._check_fitted()
+        if n < 1 or steps < 1:
+            raise BenchError(f"method {self.name!r}: n and steps must be positive, "
+                             f"got n={n}, steps={steps}")
+        return self._sample(n, steps, seed, torch.device(device))
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted method atomically; read it back with :meth:`load`."""
+        self._check_fitted()
+        payload = {"format_version": SAVE_FORMAT_VERSION, "method": self.name,
+                   "params": dataclasses.asdict(self.params),
+                   "data_shape": list(self.data_shape_), "state": self._state()}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Method":
+        """Read a method written by :meth:`save` (weights only, no pickled code)."""
+        try:
+            payload = torch.load(path, map_location=device, weights_only=True)
+        except (OSError, RuntimeError, EOFError) as error:
+            raise BenchError(f"{path}: cannot read a saved method ({error})") from error
+        if payload.get("format_version") != SAVE_FORMAT_VERSION:
+            raise BenchError(f"{path}: format version {payload.get('format_version')}, this "
+                             f"code reads {SAVE_FORMAT_VERSION}; fit the method again")
+        if cls.name and payload["method"] != cls.name:
+            raise BenchError(f"{path}: holds method {payload['method']!r}, not {cls.name!r}")
+        from methods.registry import get_method
+
+        method_cls = get_method(payload["method"])
+        method = method_cls(method_cls.Params(**payload["params"]))
+        method.data_shape_ = tuple(payload["data_shape"])
+        method._restore(payload["state"], torch.device(device))
+        method.fitted_ = True
+        return method
+
+    def _check_fitted(self) -> None:
+        if not self.fitted_:
+            raise BenchError(f"method {self.name!r} is not fitted: call fit(train, val, config, "
+                             f"seed, device) or Method.load(path) first")
+
+    @abstractmethod
+    def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
+             device: torch.device) -> FitReport:
+        """Learn from ``train``; set all learned state on ``self``."""
+
+    @abstractmethod
+    def _sample(self, n: int, steps: int, seed: int, device: torch.device) -> SampleResult:
+        """Draw samples; called only after fit."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, Any]:
+        """Learned state as tensors and plain values (what ``torch.load(weights_only=True)``
+        reads)."""
+
+    @abstractmethod
+    def _restore(self, state: dict[str, Any], device: torch.device) -> None:
+        """Set learned state from ``_state``'s output."""
+
+
+def standard_normal(n: int, shape: tuple[int, ...], seed: int,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, *shape) standard normal noise where row i depends only on (seed, i).
+
+    One CPU generator per row keeps sample i fixed whatever n or the batching,
+    and identical on every device.
+    """
+    rows = []
+    for index in range(n):
+        generator = torch.Generator().manual_seed(_row_seed(seed, index))
+        rows.append(torch.randn(shape, generator=generator))
+    return torch.stack(rows).to(device)
+
+
+def _row_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def _with_overrides(name: str, params: Params, overrides: dict[str, Any]) -> Params:
+    """``params`` with fields replaced by ``overrides``; unknown names are an error."""
+    allowed = {f.name: f for f in dataclasses.fields(params)}
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        hints = [difflib.get_close_matches(key, allowed, n=1) for key in unknown]
+        suggestion = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in zip(unknown, hints)
+                               if h)
+        raise BenchError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+                         f"{'. ' + suggestion if suggestion else ''}")
+    return dataclasses.replace(params, **overrides)
