@@ -1,0 +1,138 @@
+"""Distribution metrics of the PointFlow protocol: MMD, COV and 1-NNA.
+
+Given reference shapes S_r, generated shapes S_g and a distance D between
+shapes (the Chamfer distance CD in mm^2 or the earth mover's distance EMD in
+mm, see :mod:`metrics.distances`), as defined by Achlioptas et al. (2018) and
+used by PointFlow (Yang et al. 2019):
+
+- **MMD**, minimum matching distance (fidelity; lower is better, in D's unit)::
+
+      MMD = mean_{y in S_r} min_{x in S_g} D(x, y)
+
+- **COV**, coverage (diversity; higher is better, %): the fraction of reference
+  shapes that are the nearest reference shape of at least one generated shape::
+
+      COV = |{ argmin_{y in S_r} D(x, y) : x in S_g }| / |S_r|
+
+- **1-NNA**, 1-nearest-neighbour accuracy (both; %): every shape of
+  S_r ∪ S_g is classified by the set of its nearest neighbour among all the
+  other shapes (leave-one-out); 1-NNA is the share classified correctly.
+  Reported as is, like PointFlow, with lower is better: 50 % means the sets
+  cannot be told apart, 100 % that they are disjoint. Values well below 50 %
+  mean generated shapes sit closer to reference shapes than reference shapes
+  to each other: copies of the reference (memorisation) give 0 %.
+
+Conventions. Every function takes the matrices in one orientation: rows
+reference, columns generated (``cross[i, j] = D(reference_i, generated_j)``).
+Ties go to the first index: in COV, the first reference row among equally
+near ones; in 1-NNA, the first shape in the order [reference..., generated...],
+so a tie between a reference and a generated neighbour counts the reference
+one. An infinite distance marks a generated shape that was empty: it covers
+nothing, it is nobody's nearest neighbour, and in 1-NNA it is classified
+correctly (it is trivially told apart), so it only ever worsens the scores.
+A NaN anywhere in the input gives NaN, never a score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.errors import BenchError
+from metrics.base import MetricValue
+from metrics.distances import DistanceMatrices
+
+GROUP = "distribution"
+
+
+def minimum_matching_distance(cross: np.ndarray) -> float:
+    """MMD: mean over reference shapes of the distance to the nearest generated shape.
+
+    Args:
+        cross: (N_r, N_g) distances, rows reference, columns generated.
+
+    Returns:
+        MMD in the unit of ``cross``; inf if every generated shape is empty.
+    """
+    cross = _matrix(cross, "cross")
+    if np.isnan(cross).any():
+        return float("nan")
+    return float(cross.min(axis=1).mean())
+
+
+def coverage(cross: np.ndarray) -> float:
+    """COV: percentage of reference shapes that are some generated shape's nearest.
+
+    Args:
+        cross: (N_r, N_g) distances, rows reference, columns generated.
+
+    Returns:
+        COV in %, in [0, 100].
+    """
+    cross = _matrix(cross, "cross")
+    if np.isnan(cross).any():
+        return float("nan")
+    matched = np.isfinite(cross).any(axis=0)
+    nearest = np.argmin(cross[:, matched], axis=0)
+    return float(100.0 * len(np.unique(nearest)) / cross.shape[0])
+
+
+def one_nna(cross: np.ndarray, ref_ref: np.ndarray, gen_gen: np.ndarray) -> float:
+    """1-NNA: leave-one-out 1-nearest-neighbour accuracy on reference ∪ generated.
+
+    Args:
+        cross: (N_r, N_g) distances, rows reference, columns generated.
+        ref_ref: (N_r, N_r) distances within the reference set (diagonal ignored).
+        gen_gen: (N_g, N_g) distances within the generated set (diagonal ignored).
+
+    Returns:
+        Accuracy in %; 50 is ideal, lower is better down to 50.
+    """
+    cross = _matrix(cross, "cross")
+    n_ref, n_gen = cross.shape
+    ref_ref = _matrix(ref_ref, "ref_ref", (n_ref, n_ref))
+    gen_gen = _matrix(gen_gen, "gen_gen", (n_gen, n_gen))
+    joint = np.block([[ref_ref, cross], [cross.T, gen_gen]])
+    np.fill_diagonal(joint, np.inf)
+    if np.isnan(joint).any():
+        return float("nan")
+    is_generated = np.arange(n_ref + n_gen) >= n_ref
+    nearest = np.argmin(joint, axis=1)
+    correct = is_generated[nearest] == is_generated
+    correct[~np.isfinite(joint).any(axis=1)] = True
+    return float(100.0 * correct.mean())
+
+
+def distribution_metrics(matrices: DistanceMatrices) -> list[MetricValue]:
+    """MMD, COV and 1-NNA for the Chamfer distance, and for the EMD when computed.
+
+    Returns:
+        ``MMD-CD`` (mm^2), ``COV-CD`` (%), ``1-NNA-CD`` (%), then the same with
+        ``-EMD`` (MMD in mm) if ``matrices`` holds EMD matrices; group
+        ``"distribution"``.
+    """
+    families = [("CD", "mm^2", matrices.cd_ref_gen, matrices.cd_ref_ref, matrices.cd_gen_gen)]
+    if matrices.has_emd:
+        families.append(("EMD", "mm", matrices.emd_ref_gen, matrices.emd_ref_ref,
+                         matrices.emd_gen_gen))
+    values = []
+    for name, unit, cross, ref_ref, gen_gen in families:
+        values += [
+            MetricValue(f"MMD-{name}", minimum_matching_distance(cross), False, unit, GROUP),
+            MetricValue(f"COV-{name}", coverage(cross), True, "%", GROUP),
+            MetricValue(f"1-NNA-{name}", one_nna(cross, ref_ref, gen_gen), False, "%", GROUP),
+        ]
+    return values
+
+
+def _matrix(values: np.ndarray, name: str,
+            shape: tuple[int, int] | None = None) -> np.ndarray:
+    matrix = np.asarray(values, dtype=np.float64)
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise BenchError(f"{name}: expected a non-empty 2-D distance matrix, got shape "
+                         f"{matrix.shape}")
+    if shape is not None and matrix.shape != shape:
+        raise BenchError(f"{name}: expected shape {shape} to match the cross matrix "
+                         f"(rows reference, columns generated), got {matrix.shape}")
+    if (matrix < 0).any():
+        raise BenchError(f"{name}: distances must be non-negative")
+    return matrix
