@@ -1,0 +1,234 @@
+"""The contract every downstream task keeps, and the task registry.
+
+A task is a clinical use of skull data with a model that learns from skull
+volumes alone (no landmarks, no labels: a generative method's samples carry
+neither) and is scored on real held-out skulls:
+
+    task = create_task("alignment", steps=300)
+    task.train(volumes, voxel_size_mm=4.0, seed=0)     # bool (N, R, R, R)
+    rows = task.evaluate(test_dataset, seed=0)          # list[MetricValue]
+
+Like a method, a task's constructor stores its hyperparameters (one frozen
+dataclass, ``Params``) unchanged; learned state is set only by ``train``;
+``evaluate`` before ``train`` raises :class:`~bench.errors.BenchError`. The
+``seed`` of ``evaluate`` fixes the test perturbations (poses, defects), so
+every training set scored with the same seed meets the same test cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, TypeVar
+
+import numpy as np
+import torch
+
+from bench.data.dataset import SkullDataset
+from bench.errors import BenchError
+from metrics.base import MetricValue
+
+GROUP = "downstream"
+
+
+class DegenerateTrainingSet(BenchError):
+    """The training volumes give a task nothing to learn from (e.g. no bone at all).
+
+    Raised by ``train``; :mod:`downstream.protocol` turns it into NaN rows, so a
+    method whose samples are empty scores as a failure instead of stopping the run.
+    """
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Name, direction and unit of one scalar that a task reports."""
+
+    name: str
+    higher_is_better: bool
+    unit: str
+
+
+@dataclass(frozen=True)
+class Params:
+    """Hyperparameters of a task; subclasses add typed fields with defaults."""
+
+
+class Task(ABC):
+    """Base class of downstream tasks; register subclasses with ``@register_task``.
+
+    Subclasses set ``Params``, ``metrics`` (the :class:`MetricSpec` of every
+    value ``evaluate`` returns, in order) and ``description``, and implement
+    ``_train`` and ``_evaluate``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+
+    def __init__(self, params: Params | None = None, **overrides: Any) -> None:
+        base = params if params is not None else self.Params()
+        if not isinstance(base, self.Params):
+            raise BenchError(f"task {self.name!r}: params must be {self.Params.__name__}, "
+                             f"got {type(base).__name__}")
+        self.params = _with_overrides(self.name, base, overrides)
+        self._check_params()
+        self.trained_ = False
+        self.voxel_size_mm_: float | None = None
+        self.resolution_: int | None = None
+
+    def train(self, volumes: np.ndarray, voxel_size_mm: float, seed: int,
+              device: torch.device | str = "cpu") -> "Task":
+        """Learn from training skulls and return ``self``.
+
+        Args:
+            volumes: bool (N, R, R, R) skulls in canonical pose in the common grid.
+            voxel_size_mm: edge of one voxel (the field of view is R times it).
+            seed: seeds every random draw of training.
+            device: where networks train (tasks without one ignore it).
+        """
+        volumes = _check_volumes(self.name, volumes)
+        if not np.isfinite(voxel_size_mm) or voxel_size_mm <= 0:
+            raise BenchError(f"task {self.name!r}: voxel_size_mm must be a positive number, "
+                             f"got {voxel_size_mm!r}")
+        self.voxel_size_mm_ = float(voxel_size_mm)
+        self.resolution_ = int(volumes.shape[1])
+        self._train(volumes, seed, torch.device(device))
+        self.trained_ = True
+        return self
+
+    def evaluate(self, test: SkullDataset, seed: int,
+                 device: torch.device | str = "cpu") -> list[MetricValue]:
+        """Score the trained model on real test skulls; one value per ``metrics`` entry."""
+        if not self.trained_:
+            raise BenchError(f"task {self.name!r} is not trained: call train(volumes, "
+                             f"voxel_size_mm, seed) before evaluate")
+        if len(test) == 0:
+            raise BenchError(f"task {self.name!r}: the test set is empty")
+        if test.resolution != self.resolution_ or \
+                not np.isclose(test.voxel_size_mm, self.voxel_size_mm_):
+            raise BenchError(f"task {self.name!r}: trained on {self.resolution_}^3 voxels of "
+                             f"{self.voxel_size_mm_:g} mm but the test set has "
+                             f"{test.resolution}^3 voxels of {test.voxel_size_mm:g} mm; use "
+                             f"one grid for training and test")
+        values = self._evaluate(test, seed, torch.device(device))
+        return self.metric_values(values)
+
+    @classmethod
+    def metric_values(cls, values: dict[str, float]) -> list[MetricValue]:
+        """``values`` (name -> number) as MetricValue rows in the order of ``metrics``."""
+        missing = [spec.name for spec in cls.metrics if spec.name not in values]
+        if missing:
+            raise RuntimeError(f"task {cls.name!r} did not compute {missing}")
+        return [MetricValue(spec.name, float(values[spec.name]), spec.higher_is_better,
+                            spec.unit, GROUP) for spec in cls.metrics]
+
+    @classmethod
+    def failed_values(cls) -> list[MetricValue]:
+        """Every metric as NaN: the rows of a task that could not be trained."""
+        return cls.metric_values({spec.name: float("nan") for spec in cls.metrics})
+
+    def _check_params(self) -> None:
+        """Raise BenchError for a hyperparameter outside its allowed values."""
+
+    @abstractmethod
+    def _train(self, volumes: np.ndarray, seed: int, device: torch.device) -> None:
+        """Learn from bool volumes (N, R, R, R); set all learned state on ``self``."""
+
+    @abstractmethod
+    def _evaluate(self, test: SkullDataset, seed: int, device: torch.device
+                  ) -> dict[str, float]:
+        """Metric name -> value on ``test``; called only after train."""
+
+
+def _check_volumes(task: str, volumes: np.ndarray) -> np.ndarray:
+    if isinstance(volumes, torch.Tensor):
+        volumes = volumes.detach().cpu().numpy()
+    volumes = np.asarray(volumes)
+    if volumes.ndim != 4 or len(set(volumes.shape[1:])) != 1 or len(volumes) == 0:
+        raise BenchError(f"task {task!r}: training volumes must be a non-empty array of shape "
+                         f"(N, R, R, R), got {volumes.shape}")
+    if volumes.dtype != bool:
+        if not np.isin(volumes, (0, 1)).all():
+            raise BenchError(f"task {task!r}: training volumes must be binary (0/1 or bool)")
+        volumes = volumes.astype(bool)
+    return volumes
+
+
+def _with_overrides(name: str, params: Params, overrides: dict[str, Any]) -> Params:
+    """``params`` with fields replaced by ``overrides``; unknown names are an error."""
+    allowed = [f.name for f in dataclasses.fields(params)]
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        hints = [difflib.get_close_matches(key, allowed, n=1) for key in unknown]
+        suggestion = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in zip(unknown, hints)
+                               if h)
+        raise BenchError(f"task {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+                         f"{'. ' + suggestion if suggestion else ''}")
+    return dataclasses.replace(params, **overrides)
+
+
+def check_choice(task: str, field: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Raise BenchError unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise BenchError(f"task {task!r}: {field} must be one of {', '.join(allowed)}, got "
+                         f"{value!r}{hint}")
+
+
+def check_counts(task: str, **values: int) -> None:
+    """Raise BenchError for any value that is not a positive integer."""
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise BenchError(f"task {task!r}: {field} must be a positive integer, got {value!r}")
+
+
+def check_positive(task: str, **values: float) -> None:
+    """Raise BenchError for any value that is not a positive finite number."""
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not np.isfinite(value) or value <= 0:
+            raise BenchError(f"task {task!r}: {field} must be a positive number, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- registry
+
+TASKS: dict[str, type[Task]] = {}
+"""Registered tasks by name; fill it with :func:`register_task`."""
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(name: str) -> Callable[[T], T]:
+    """Class decorator: register a :class:`Task` subclass under ``name``."""
+
+    def decorate(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise BenchError(f"register_task({name!r}): {cls!r} is not a subclass of "
+                             f"downstream.base.Task")
+        if name in TASKS and TASKS[name] is not cls:
+            raise BenchError(f"task name {name!r} is already registered by "
+                             f"{TASKS[name].__module__}.{TASKS[name].__qualname__}")
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_task(name: str) -> type[Task]:
+    """The class registered as ``name``; an unknown name lists the valid ones."""
+    if name not in TASKS:
+        close = difflib.get_close_matches(str(name), TASKS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise BenchError(f"unknown downstream task {name!r}; registered: "
+                         f"{', '.join(sorted(TASKS))}{hint}")
+    return TASKS[name]
+
+
+def create_task(name: str, **params: Any) -> Task:
+    """An untrained instance of task ``name`` with hyperparameters overridden."""
+    return get_task(name)(**params)
