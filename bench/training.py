@@ -2,31 +2,71 @@
 
 AdamW, linear warm-up then cosine decay of the learning rate, gradient
 clipping and an exponential moving average (EMA) of the weights, which is
-what methods sample with. A loss that becomes NaN or infinite stops training
-with an error naming the method, seed and step.
+what methods sample with. On CUDA the forward pass runs under bfloat16
+autocast (never on CPU). A loss or gradient norm that becomes NaN or infinite
+stops training with an error naming the method, seed and step.
+
+Checkpoints (``config.checkpoint_every > 0`` and a ``checkpoint_dir``) are
+written atomically and hold everything the loop needs to continue bitwise
+identically: network, EMA, optimiser, scheduler, generator states, step and
+losses. A later call with the same ``checkpoint_dir`` resumes from them; a
+checkpoint of a different set-up is refused, never silently continued.
+
+Under torchrun (an initialised ``torch.distributed`` group, see
+:mod:`bench.distributed`) the same loop trains with DistributedDataParallel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
+from bench.distributed import (ProcessGroup, current_group, gather_rows, local_batch_size,
+                               mean_over_ranks, rank_seed)
 from bench.errors import BenchError
+from bench.io import atomic_path
 
 # loss_fn(network, batch, generator) -> scalar loss; the generator is the
-# loop's own, so the noise a loss draws is seeded with the fit.
+# loop's own (a CPU generator), so the noise a loss draws is seeded with the fit.
+# Under DistributedDataParallel ``network`` is the wrapper: call it, do not
+# reach into its attributes.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
+
+CHECKPOINT_NAME = "train_checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+# Settings that change how a run goes on but not what it computes.
+_NOT_FINGERPRINTED = ("checkpoint_every", "progress")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training budget and optimiser settings, the same for every deep method of a run."""
+    """Training budget and optimiser settings, the same for every deep method of a run.
+
+    Attributes:
+        steps: optimiser steps.
+        batch_size: samples per step, summed over all processes under torchrun.
+        learning_rate: peak AdamW learning rate, reached at the end of warm-up.
+        weight_decay: AdamW's decoupled weight decay.
+        warmup_steps: steps of linear warm-up before the cosine decay.
+        ema_decay: EMA weight of the old average per step, in [0, 1].
+        grad_clip: largest global gradient norm; 0 turns clipping off.
+        mixed_precision: bfloat16 autocast on CUDA (ignored on CPU).
+        checkpoint_every: steps between checkpoints; 0 writes none.
+        progress: show a progress bar with the loss (off for CI logs).
+    """
 
     steps: int = 2000
     batch_size: int = 128
@@ -39,65 +79,101 @@ class TrainConfig:
     checkpoint_every: int = 0
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        checks = [("steps", self.steps >= 1, "at least 1"),
+                  ("batch_size", self.batch_size >= 1, "at least 1"),
+                  ("learning_rate", self.learning_rate > 0, "positive"),
+                  ("weight_decay", self.weight_decay >= 0, "0 or more"),
+                  ("warmup_steps", self.warmup_steps >= 0, "0 or more"),
+                  ("ema_decay", 0.0 <= self.ema_decay <= 1.0, "in [0, 1]"),
+                  ("grad_clip", self.grad_clip >= 0, "0 (off) or positive"),
+                  ("checkpoint_every", self.checkpoint_every >= 0, "0 (off) or positive")]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise BenchError(f"train.{name} must be {allowed}, got {getattr(self, name)!r}")
+
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train_network`: the EMA network and the loss per step."""
+    """Outcome of :func:`train_network`.
+
+    Attributes:
+        ema: the EMA copy of the network (what methods sample with), not trainable.
+        losses: training loss per step (mean over processes under torchrun).
+        steps: steps trained in total, including those before a resume.
+        wall_time_s: wall-clock seconds of this call.
+        parameter_count: trainable parameters of the network.
+        grad_norms: global gradient norm per step, before clipping.
+        resumed_from: the step a checkpoint resumed from (0 for a fresh start).
+    """
 
     ema: nn.Module
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     wall_time_s: float = 0.0
     parameter_count: int = 0
+    grad_norms: list[float] = field(default_factory=list)
+    resumed_from: int = 0
 
 
 def train_network(network: nn.Module, loss_fn: LossFn, data: torch.Tensor, config: TrainConfig,
-                  seed: int, device: torch.device, name: str) -> TrainResult:
+                  seed: int, device: torch.device | str, name: str, *,
+                  checkpoint_dir: str | Path | None = None,
+                  sync_every: int | None = None) -> TrainResult:
     """Train ``network`` on ``data`` (N, *shape) by minimising ``loss_fn``.
 
-    Batches are drawn with replacement by a generator seeded with ``seed``, so
-    the same seed on CPU gives bitwise identical weights.
+    Batches are drawn with replacement by a CPU generator seeded with ``seed``
+    (one per rank under torchrun), which is also passed to ``loss_fn`` for its
+    noise, so the same seed on CPU gives bitwise identical weights. Initial
+    weights are the caller's (see ``methods.backbones.build_backbone(seed=)``).
 
     Args:
         network: the model; trained in place.
-        loss_fn: scalar loss of one batch.
-        data: the training set in representation space.
+        loss_fn: scalar loss of one batch, ``loss_fn(network, batch, generator)``.
+        data: the training set in representation space, (N, *shape).
         config: budget and optimiser settings.
-        seed: seeds batch order, noise and initial weights drawn inside the loop.
+        seed: seeds batch order and the noise drawn inside the loop.
         device: where to train.
-        name: method name, for error messages.
+        name: method name, for error messages and the progress bar.
+        checkpoint_dir: folder of the checkpoint; with ``config.checkpoint_every > 0``
+            a checkpoint is written there every that many steps and at the end, and
+            a checkpoint found there at the start is resumed (with
+            ``checkpoint_every`` 0 the folder is not used at all). Under torchrun
+            rank 0 writes it and every rank reads it: use a shared filesystem.
+        sync_every: steps between the host reading the losses back (finite check,
+            progress bar, logging); every step is checked, this only sets how soon.
+            Default 1 on CPU, 50 on accelerators (no device sync per step).
+
+    Returns:
+        The EMA network, losses and gradient norms of every step.
+
+    Raises:
+        BenchError: a non-finite loss or gradient norm (naming method, seed and
+            step), a checkpoint of a different set-up, or an unreadable one.
     """
     start = time.perf_counter()
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    network = network.to(device)
-    data = data.to(device)
-    ema = copy.deepcopy(network).requires_grad_(False)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _warmup_cosine(config))
-    losses = []
-    for step in range(config.steps):
-        index = torch.randint(len(data), (config.batch_size,), generator=generator)
-        loss = loss_fn(network, data[index.to(device)], generator)
-        if not torch.isfinite(loss):
-            raise BenchError(f"method {name!r}, seed {seed}: the training loss became "
-                             f"{loss.item()} at step {step}; lower the learning rate or check "
-                             f"the data")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-        optimiser.step()
-        schedule.step()
-        _update_ema(ema, network, config.ema_decay)
-        losses.append(loss.item())
-    return TrainResult(ema=ema, losses=losses, steps=config.steps,
+    device = torch.device(device)
+    if len(data) < 1:
+        raise BenchError(f"method {name!r}: no training data (got shape {tuple(data.shape)})")
+    if sync_every is not None and sync_every < 1:
+        raise BenchError(f"sync_every must be a positive number of steps, got {sync_every}")
+    loop = _Loop.create(network, data, config, seed, device, name, checkpoint_dir)
+    resumed_from = loop.step
+    loop.run(loss_fn, sync_every or (1 if device.type == "cpu" else 50))
+    return TrainResult(ema=loop.ema, losses=loop.losses, steps=loop.step,
                        wall_time_s=time.perf_counter() - start,
                        parameter_count=sum(p.numel() for p in network.parameters()
-                                           if p.requires_grad))
+                                           if p.requires_grad),
+                       grad_norms=loop.grad_norms, resumed_from=resumed_from)
 
 
-def _warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
-    """Learning-rate factor: linear warm-up, then cosine decay to zero at the last step."""
+def warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
+    """Learning-rate factor of optimiser step ``k`` (0-based): linear warm-up, then cosine.
+
+    ``(k + 1) / W`` for ``k < W`` (W = warm-up steps), then
+    ``(1 + cos(pi * (k - W) / (S - W))) / 2`` for S total steps: 1 right after
+    warm-up, falling towards 0 at the last step.
+    """
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -109,8 +185,208 @@ def _warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def _update_ema(ema: nn.Module, network: nn.Module, decay: float) -> None:
-    for averaged, current in zip(ema.parameters(), network.parameters()):
-        averaged.lerp_(current, 1.0 - decay)
-    for averaged, current in zip(ema.buffers(), network.buffers()):
-        averaged.copy_(current)
+def update_ema(averaged: list[torch.Tensor], current: list[torch.Tensor], decay: float) -> None:
+    """EMA step ``a <- decay * a + (1 - decay) * c`` for every pair, in one fused call."""
+    torch._foreach_lerp_(averaged, current, 1.0 - decay)
+
+
+@torch.no_grad()
+def clip_gradients_(params: list[torch.Tensor], max_norm: float, *,
+                    lazy: bool = False) -> torch.Tensor:
+    """Scale gradients to a global L2 norm of at most ``max_norm``; return the norm before.
+
+    The coefficient is torch.nn.utils.clip_grad_norm_'s, ``min(1, max_norm / (norm +
+    1e-6))``, applied with multi-tensor kernels. ``lazy`` (for host tensors, where
+    reading the norm costs nothing) skips the multiply when it would be by 1.
+    ``max_norm`` infinite only measures the norm.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device if params else None)
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0,
+                                                                    dtype=torch.float32)))
+    if math.isinf(max_norm):
+        return norm
+    if lazy:
+        coefficient = max_norm / (norm.item() + 1e-6)
+        if coefficient < 1.0:
+            torch._foreach_mul_(grads, coefficient)
+    else:
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
+
+
+def config_fingerprint(network: nn.Module, data: torch.Tensor, config: TrainConfig, seed: int,
+                       name: str, world_size: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: settings, seed, data and network shapes."""
+    settings = {key: value for key, value in dataclasses.asdict(config).items()
+                if key not in _NOT_FINGERPRINTED}
+    shapes = [[key, list(value.shape), str(value.dtype)]
+              for key, value in network.state_dict().items()]
+    network_hash = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
+    return {"method": name, "seed": seed, "processes": world_size,
+            "data": [list(data.shape[1:]), str(data.dtype)], "network": network_hash,
+            **{f"train.{key}": value for key, value in settings.items()}}
+
+
+class _Loop:
+    """State of one training run: network, EMA, optimiser, schedule, generator, logs."""
+
+    def __init__(self, network: nn.Module, data: torch.Tensor, config: TrainConfig, seed: int,
+                 device: torch.device, name: str, group: ProcessGroup,
+                 checkpoint: Path | None) -> None:
+        self.network, self.config, self.seed, self.name = network, config, seed, name
+        self.device, self.group, self.checkpoint = device, group, checkpoint
+        self.data = data.to(device)
+        self.ema = _frozen_copy(network)
+        fused = device.type in ("cpu", "cuda")
+        self.optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay, fused=fused)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, warmup_cosine(config))
+        self.generator = torch.Generator().manual_seed(rank_seed(seed, group.rank))
+        self.step = 0
+        self.losses: list[float] = []
+        self.grad_norms: list[float] = []
+        self.model: nn.Module = network
+        self.fingerprint = config_fingerprint(network, data, config, seed, name, group.size)
+
+    @classmethod
+    def create(cls, network: nn.Module, data: torch.Tensor, config: TrainConfig, seed: int,
+               device: torch.device, name: str, checkpoint_dir: str | Path | None) -> "_Loop":
+        """Set up on ``device``, resume from a checkpoint if there is one, wrap for DDP."""
+        group = current_group()
+        if group.size > 1 and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        network.to(device).train()
+        checkpoint = None
+        if checkpoint_dir is not None and config.checkpoint_every > 0:
+            checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
+        loop = cls(network, data, config, seed, device, name, group, checkpoint)
+        if checkpoint is not None and checkpoint.is_file():
+            loop.restore(_read_checkpoint(checkpoint))
+        if group.size > 1:
+            # DDP broadcasts rank 0's weights; the EMA starts from (or keeps) the same.
+            loop.model = DistributedDataParallel(
+                network, device_ids=[device.index] if device.type == "cuda" else None)
+            if loop.step == 0:
+                loop.ema.load_state_dict(network.state_dict())
+        return loop
+
+    def run(self, loss_fn: LossFn, sync_every: int) -> None:
+        """Train from ``self.step`` to ``config.steps``."""
+        config, generator = self.config, self.generator
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        ema_params = [p for p, q in zip(self.ema.parameters(), self.network.parameters())
+                      if q.requires_grad]
+        buffers, ema_buffers = list(self.network.buffers()), list(self.ema.buffers())
+        max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
+        lazy_clip = self.device.type == "cpu"
+        batch = local_batch_size(config.batch_size, self.group)
+        autocast = self._autocast()
+        pending: list[torch.Tensor] = []
+        bar = tqdm(total=config.steps, initial=self.step, desc=self.name, unit="step",
+                   disable=not (config.progress and self.group.is_main))
+        with bar:
+            for step in range(self.step, config.steps):
+                index = torch.randint(len(self.data), (batch,), generator=generator)
+                with autocast:
+                    loss = loss_fn(self.model, self.data[index.to(self.device)], generator)
+                self.optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = clip_gradients_(params, max_norm, lazy=lazy_clip)
+                self.optimiser.step()
+                self.schedule.step()
+                update_ema(ema_params, params, config.ema_decay)
+                if buffers:
+                    torch._foreach_copy_(ema_buffers, buffers)
+                pending += (loss.detach().float().reshape(()), norm)
+                self.step = step + 1
+                due = self._checkpoint_due()
+                if due or len(pending) >= 2 * sync_every or self.step == config.steps:
+                    self._absorb(pending, bar)
+                    pending = []
+                if due:
+                    self.save()
+        self.optimiser.zero_grad(set_to_none=True)
+
+    def _checkpoint_due(self) -> bool:
+        every = self.config.checkpoint_every
+        return self.checkpoint is not None and (self.step % every == 0
+                                                or self.step == self.config.steps)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.mixed_precision and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _absorb(self, pending: list[torch.Tensor], bar: tqdm) -> None:
+        """Bring the last steps' (loss, norm) pairs to the host; stop on a non-finite one."""
+        values = mean_over_ranks(torch.stack(pending).view(-1, 2), self.group).tolist()
+        first = self.step - len(values)
+        for row, (loss, norm) in enumerate(values):
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                what = (f"the training loss became {loss}" if not math.isfinite(loss) else
+                        f"the gradient norm became {norm} (loss {loss:.6g})")
+                raise BenchError(f"method {self.name!r}, seed {self.seed}: {what} at step "
+                                 f"{first + row} of {self.config.steps}; lower "
+                                 f"train.learning_rate, check the data, or use another seed")
+        self.losses += [loss for loss, _ in values]
+        self.grad_norms += [norm for _, norm in values]
+        if not bar.disable:
+            bar.update(len(values))
+            bar.set_postfix(loss=f"{values[-1][0]:.4g}", refresh=False)
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (rank 0 only; every rank must call this)."""
+        generators = gather_rows(self.generator.get_state(), self.group, self.device)
+        if not self.group.is_main:
+            return
+        payload = {"format_version": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
+                   "step": self.step, "network": self.network.state_dict(),
+                   "ema": self.ema.state_dict(), "optimiser": self.optimiser.state_dict(),
+                   "scheduler": self.schedule.state_dict(), "generators": generators,
+                   "losses": torch.tensor(self.losses, dtype=torch.float64),
+                   "grad_norms": torch.tensor(self.grad_norms, dtype=torch.float64)}
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(payload, tmp)
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by :meth:`save` with the same fingerprint."""
+        _check_fingerprint(self.checkpoint, payload, self.fingerprint)
+        self.network.load_state_dict(payload["network"])
+        self.ema.load_state_dict(payload["ema"])
+        self.optimiser.load_state_dict(payload["optimiser"])
+        self.schedule.load_state_dict(payload["scheduler"])
+        self.generator.set_state(payload["generators"][self.group.rank].contiguous())
+        self.step = int(payload["step"])
+        self.losses = payload["losses"].tolist()
+        self.grad_norms = payload["grad_norms"].tolist()
+
+
+def _frozen_copy(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` that autograd ignores (the EMA)."""
+    return copy.deepcopy(network).requires_grad_(False).eval()
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: any unpickling error
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise BenchError(f"{path}: cannot read this training checkpoint "
+                         f"({type(error).__name__}: {reason}); delete it to train from the "
+                         f"start") from error
+    if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT:
+        raise BenchError(f"{path}: not a training checkpoint of format {CHECKPOINT_FORMAT}; "
+                         f"delete it to train from the start")
+    return payload
+
+
+def _check_fingerprint(path: Path, payload: dict[str, Any], expected: dict[str, Any]) -> None:
+    found = payload.get("fingerprint", {})
+    differences = [f"{key}: checkpoint {found.get(key)!r}, now {value!r}"
+                   for key, value in expected.items() if found.get(key) != value]
+    if differences:
+        raise BenchError(f"{path}: this checkpoint is from a different training set-up "
+                         f"({'; '.join(differences)}); delete it to train from the start, or "
+                         f"restore the original settings to resume")

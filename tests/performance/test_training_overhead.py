@@ -1,0 +1,135 @@
+"""Cost of a step of the shared training loop against a bare PyTorch loop (`make bench`).
+
+Both train ResidualMLP(64, 256, 4) on batches of 256 drawn with replacement
+by a seeded generator, with the same flow-matching loss, AdamW and number of
+steps, on one CPU thread. The harness adds gradient clipping, the learning-rate
+schedule, the EMA update, the finite-loss check and the loss log; the issue's
+target is at most 5 % more per step. The figures land in the benchmark's
+extra_info (``--benchmark-json``) and are printed; nothing here fails on time.
+"""
+
+import time
+
+import pytest
+import torch
+
+from bench.training import TrainConfig, train_network
+from methods.backbones import BackboneConfig, build_backbone
+
+DIM, BATCH = 64, 256
+BACKBONE = BackboneConfig(kind="mlp", width=256, depth=4, time_embedding=64)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The same thread count for both loops (and for every run of the benchmark)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def flow_loss(network, batch, generator):
+    x_0 = torch.randn(batch.shape, generator=generator)
+    t = torch.rand(len(batch), generator=generator)
+    x_t = (1 - t[:, None]) * x_0 + t[:, None] * batch
+    return (network(x_t, t) - (batch - x_0)).square().mean()
+
+
+def training_data():
+    return torch.randn(2048, DIM, generator=torch.Generator().manual_seed(0))
+
+
+def bare_loop(network, data, steps, fused=None, loss=flow_loss):
+    """What one would write by hand: sample, loss, backward, AdamW step."""
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, fused=fused)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        index = torch.randint(len(data), (BATCH,), generator=generator)
+        value = loss(network, data[index], generator)
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        optimiser.step()
+    return value.item()
+
+
+def harness_loop(network, data, steps, loss=flow_loss):
+    config = TrainConfig(steps=steps, batch_size=BATCH, learning_rate=1e-3, warmup_steps=10)
+    return train_network(network, loss, data, config, 0, "cpu", "bench").losses[-1]
+
+
+class StampedLoss:
+    """``flow_loss`` that notes when each call starts: consecutive calls are one full step."""
+
+    def __init__(self):
+        self.stamps = []
+
+    def __call__(self, network, batch, generator):
+        self.stamps.append(time.perf_counter())
+        return flow_loss(network, batch, generator)
+
+
+def step_times_ms(loop, data, steps, skip=10, **options):
+    """Milliseconds of each step after the first ``skip`` (optimiser state, caches)."""
+    loss = StampedLoss()
+    loop(build_backbone((DIM,), BACKBONE, seed=0), data, steps, loss=loss, **options)
+    stamps = torch.tensor(loss.stamps[skip:], dtype=torch.float64)
+    return (1e3 * stamps.diff()).tolist()
+
+
+def overhead_figures(data, rounds=10, steps=60):
+    """Per-step times of the three loops, alternated round by round so that they share the
+    machine's load; the median and 20th percentile of each, and the harness's overhead."""
+    loops = {"bare": (bare_loop, {}), "bare_fused_adamw": (bare_loop, {"fused": True}),
+             "harness": (harness_loop, {})}
+    times = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, (loop, options) in loops.items():
+            times[name] += step_times_ms(loop, data, steps, **options)
+    figures = {}
+    for name, values in times.items():
+        values = torch.tensor(values)
+        figures[f"{name}_ms_per_step_median"] = round(values.median().item(), 4)
+        figures[f"{name}_ms_per_step_p20"] = round(values.quantile(0.2).item(), 4)
+    for name in ("bare", "bare_fused_adamw"):
+        for stat in ("median", "p20"):
+            ratio = (figures[f"harness_ms_per_step_{stat}"]
+                     / figures[f"{name}_ms_per_step_{stat}"])
+            figures[f"overhead_vs_{name}_percent_{stat}"] = round(100 * (ratio - 1), 2)
+    return figures
+
+
+def steps_for(benchmark):
+    return 100 if not benchmark.disabled else 3
+
+
+def test_bare_pytorch_loop(benchmark):
+    data, steps = training_data(), steps_for(benchmark)
+    benchmark.pedantic(bare_loop, setup=lambda: ((build_backbone((DIM,), BACKBONE, seed=0),
+                                                 data, steps), {}),
+                       rounds=5, warmup_rounds=1)
+    if benchmark.stats:
+        benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
+
+
+def test_harness_loop(benchmark):
+    data, steps = training_data(), steps_for(benchmark)
+    loss = benchmark.pedantic(harness_loop,
+                              setup=lambda: ((build_backbone((DIM,), BACKBONE, seed=0),
+                                              data, steps), {}),
+                              rounds=5, warmup_rounds=1)
+    assert loss == loss                                        # finite, not NaN
+    if benchmark.disabled:
+        return
+    benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
+    figures = overhead_figures(data)
+    benchmark.extra_info.update(figures)
+    print("\ntraining step, ms per step (median / 20th percentile of 500 steps each, one "
+          "thread):")
+    for name in ("bare", "bare_fused_adamw", "harness"):
+        print(f"  {name:18s} {figures[f'{name}_ms_per_step_median']:.3f} / "
+              f"{figures[f'{name}_ms_per_step_p20']:.3f}")
+    for name in ("bare", "bare_fused_adamw"):
+        print(f"  harness overhead vs {name}: "
+              f"{figures[f'overhead_vs_{name}_percent_median']:+.1f} % (median), "
+              f"{figures[f'overhead_vs_{name}_percent_p20']:+.1f} % (20th percentile)")
