@@ -67,6 +67,21 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DownstreamSettings:
+    """The downstream stage: tasks trained on each cell's samples, tested on real skulls.
+
+    ``steps`` is the sampling budget whose samples train the tasks (None: the
+    largest); ``n_test`` the number of held-out skulls scored.
+    """
+
+    enabled: bool = True
+    tasks: tuple[str, ...] = ("alignment", "completion")
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_test: int = 30
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run, except the methods and seeds chosen on the CLI."""
 
@@ -79,6 +94,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    downstream: DownstreamSettings = field(default_factory=DownstreamSettings)
     device: str = "cpu"
 
 

@@ -115,8 +115,9 @@ class SkullDataset:
     def save(self, folder: str | Path) -> Path:
         """Write ``dataset.npz`` then ``manifest.json`` into ``folder``, each atomically.
 
-        Returns the folder. Volumes are bit-packed, so 1,000 skulls at 64^3 take
-        about 33 MB before compression.
+        Returns the folder; ``self.manifest`` becomes the written manifest.
+        Volumes are bit-packed, so 1,000 skulls at 64^3 take about 33 MB before
+        compression.
         """
         folder = Path(folder)
         arrays = {
@@ -150,6 +151,9 @@ class SkullDataset:
             split={s: [i for i, t in zip(self.subject_ids, self.split) if t == s] for s in SPLITS},
         )
         write_json_atomic(folder / MANIFEST_FILE, manifest)
+        # The written manifest (with the data hash) is what a later load sees;
+        # keep this object identical to it.
+        self.manifest = manifest
         return folder
 
     @classmethod

@@ -1,0 +1,375 @@
+"""`bench run`: the grid of cells (method x seed), each cached, resumable and shardable.
+
+Run directory::
+
+    RUN/config.yaml            resolved configuration (with --methods, --seeds)
+    RUN/environment.json       package versions, git commit, device, threads
+    RUN/shared/                the fitted representation and the reference set's cache
+    RUN/cells/METHOD-sSEED-HASH/
+        checkpoints/           training checkpoints (resume point)
+        method.pt              the fitted method
+        samples-stepsS.npz     decoded samples per step budget
+        results.csv            the cell's rows, written last: its presence means done
+        failed.json            why the cell failed (NaN loss, bad samples, ...)
+        timings.json           wall-clock seconds per stage (kept out of results)
+
+A cell's folder name carries a hash of what determines it (resolved config,
+dataset manifest, code version), so a rerun with other settings never
+mistakes old results for new ones. Cells are independent: ``--shard i/n``
+runs cells i, i+n, i+2n, ... of the sorted grid, and shards on separate
+machines can share one run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+import bench
+from bench.config import RunConfig, to_dict
+from bench.errors import BenchError
+from bench.io import atomic_path, write_json_atomic
+from metrics.base import MetricValue
+
+# The pseudo-method whose downstream rows are the tasks trained on real skulls.
+REAL_TRAIN = "real-train"
+RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "group", "metric", "value",
+                  "higher_is_better", "unit"]
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One (method, seed) pair of a run."""
+
+    method: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-s{self.seed}"
+
+
+@dataclass
+class CellOutcome:
+    """What happened to one cell in this invocation."""
+
+    cell: Cell
+    status: str  # "done", "cached", "failed"
+    reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def plan_cells(methods: list[str], seeds: int, shard: tuple[int, int] | None = None) -> list[Cell]:
+    """The sorted grid of cells, or shard i of n of it (i counted from 1)."""
+    if seeds < 1:
+        raise BenchError(f"--seeds must be at least 1, got {seeds}")
+    if not methods:
+        raise BenchError("--methods is empty; name at least one method (see `bench list`)")
+    cells = [Cell(m, s) for m in methods for s in range(seeds)]
+    if shard is None:
+        return cells
+    index, count = shard
+    return cells[index - 1::count]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n) with 1 <= i <= n."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise BenchError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
+    if not 1 <= index <= count:
+        raise BenchError(f"--shard {text!r}: i must be between 1 and n")
+    return index, count
+
+
+def cell_hash(cell: Cell, config: RunConfig, dataset_manifest_hash: str) -> str:
+    """Hash of what determines a cell: resolved config, dataset, code version."""
+    determining = {
+        "cell": [cell.method, cell.seed],
+        "config": to_dict(config),
+        "method_params": config.method_params.get(cell.method, {}),
+        "dataset": dataset_manifest_hash,
+        "code": bench.__version__,
+    }
+    text = json.dumps(determining, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def cell_folder(run_dir: Path, cell: Cell, digest: str) -> Path:
+    return run_dir / "cells" / f"{cell.label}-{digest}"
+
+
+def write_rows(path: Path, run_name: str, cell: Cell, steps: int, nfe: int,
+               values: list[MetricValue]) -> pd.DataFrame:
+    """Long-format rows of one (cell, step budget) as a data frame (not yet written)."""
+    rows = [[run_name, cell.method, cell.seed, steps, nfe, v.group, v.name, float(v.value),
+             bool(v.higher_is_better), v.unit] for v in values]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def save_results(path: Path, frame: pd.DataFrame) -> None:
+    """Write a cell's rows atomically (its presence marks the cell done)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
+
+
+def record_failure(folder: Path, cell: Cell, error: BaseException) -> str:
+    """Write ``failed.json`` with the reason; returns the reason."""
+    reason = f"{type(error).__name__}: {error}"
+    write_json_atomic(folder / "failed.json", {
+        "method": cell.method, "seed": cell.seed, "reason": reason,
+        "traceback": traceback.format_exception(error)})
+    return reason
+
+
+def save_samples(path: Path, volumes: np.ndarray, nfe: int) -> None:
+    """Decoded samples (bit-packed bool volumes) and their NFE, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, packed=np.packbits(volumes.reshape(len(volumes), -1),
+                                                           axis=1),
+                                shape=np.array(volumes.shape), nfe=np.array(nfe))
+
+
+def load_samples(path: Path) -> tuple[np.ndarray, int]:
+    with np.load(path) as data:
+        shape = tuple(int(s) for s in data["shape"])
+        flat = np.unpackbits(data["packed"], axis=1, count=int(np.prod(shape[1:])))
+        return flat.reshape(shape).astype(bool), int(data["nfe"])
+
+
+def timed(timings: dict[str, float], stage: str) -> Callable:
+    """Context manager adding the stage's wall-clock seconds to ``timings``."""
+
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - self.start
+            return False
+
+    return _Timer()
+
+
+def environment(device: str) -> dict[str, object]:
+    """Package versions, git commit, device and threads, for environment.json."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("torch", "numpy", "scipy", "pot", "monai", "torchdiffeq", "pandas", "open3d",
+                 "skull-bench"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(bench.__file__).parent, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"packages": packages, "git_commit": commit or None, "python": platform.python_version(),
+            "platform": platform.platform(), "device": device,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+@dataclass
+class RunContext:
+    """What every cell of one invocation shares."""
+
+    name: str
+    folder: Path
+    config: RunConfig
+    dataset_hash: str
+    representation: object
+    train_latents: torch.Tensor
+    val_latents: torch.Tensor | None
+    reference: object
+    device: torch.device
+    quiet: bool
+    real_train: np.ndarray
+    real_test: object
+    downstream: object
+
+
+def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | None = None,
+                  quiet: bool = False) -> list[CellOutcome]:
+    """Run (or resume) every cell of this shard; returns what happened to each.
+
+    A cell that fails is recorded with its reason and the others go on.
+    """
+    from tqdm import tqdm
+
+    context = prepare_run(config, out_dir, quiet)
+    outcomes = []
+    cells = plan_cells(list(config.methods), config.seeds, shard)
+    if config.downstream.enabled and (shard is None or shard[0] == 1):
+        cells = [Cell(REAL_TRAIN, 0)] + cells
+    for cell in tqdm(cells, desc="cells", disable=quiet, unit="cell"):
+        outcomes.append(run_cell(context, cell))
+        if quiet:
+            print(f"{cell.label}: {outcomes[-1].status} {outcomes[-1].reason}".rstrip(),
+                  flush=True)
+    return outcomes
+
+
+def prepare_run(config: RunConfig, out_dir: Path, quiet: bool) -> RunContext:
+    """Write config and environment, load the data, fit the shared representation."""
+    import yaml
+
+    from bench.data.sources import load_dataset
+    from bench.evaluation import build_reference
+    from bench.representations import Representation, get_representation
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_json_atomic(out_dir / "environment.json", environment(config.device))
+    data = config.dataset
+    dataset = load_dataset(data.name, resolution=data.resolution, n=data.n, seed=data.seed,
+                           mandible=data.mandible)
+    dataset_hash = dataset.manifest.get("data_sha256", "")
+    rep_config = to_dict(config.representation)
+    rep_key = hashlib.sha256(json.dumps([rep_config, dataset_hash], sort_keys=True)
+                             .encode()).hexdigest()[:10]
+    rep_path = out_dir / "shared" / f"representation-{rep_key}.pt"
+    if rep_path.is_file():
+        representation = Representation.load(rep_path)
+    else:
+        representation = get_representation(config.representation.name,
+                                            **config.representation.params)
+        representation.fit(dataset.subset("train").volumes)
+        representation.save(rep_path)
+    val = dataset.subset("val")
+    reference = build_reference(dataset, config.metrics)
+    save_samples(out_dir / "shared" / "reference-examples.npz", reference.reference[:4], 0)
+    return RunContext(
+        name=out_dir.name, folder=out_dir, config=config, dataset_hash=dataset_hash,
+        representation=representation,
+        train_latents=representation.encode(dataset.subset("train").volumes),
+        val_latents=representation.encode(val.volumes) if len(val) else None,
+        reference=reference, device=torch.device(config.device), quiet=quiet,
+        real_train=dataset.subset("train").volumes, real_test=dataset.subset("test"),
+        downstream=_downstream_config(config))
+
+
+def _downstream_config(config: RunConfig):
+    from downstream.protocol import DownstreamConfig
+
+    settings = config.downstream
+    downstream = DownstreamConfig(tasks=settings.tasks, params=settings.params,
+                                  n_test=settings.n_test, device=config.device)
+    downstream.check()
+    return downstream
+
+
+def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
+    """Fit, sample at every step budget, decode, evaluate, write rows; or reuse them."""
+    from bench.evaluation import evaluate
+    from methods.base import FitConfig, Method
+    from methods.registry import create_method
+
+    config = context.config
+    folder = cell_folder(context.folder, cell, cell_hash(cell, config, context.dataset_hash))
+    if (folder / "results.csv").is_file():
+        return CellOutcome(cell, "cached")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "failed.json").unlink(missing_ok=True)
+    timings: dict[str, float] = {}
+    if cell.method == REAL_TRAIN:
+        return _real_train_cell(context, cell, folder, timings)
+    try:
+        method_path = folder / "method.pt"
+        if method_path.is_file():
+            method = Method.load(method_path)
+        else:
+            method = create_method(cell.method, **config.method_params.get(cell.method, {}))
+            train_config = dataclasses.replace(config.train, progress=not context.quiet)
+            fit_config = FitConfig(backbone=config.backbone, train=train_config,
+                                   checkpoint_dir=folder / "checkpoints")
+            with timed(timings, "fit"):
+                method.fit(context.train_latents, context.val_latents, fit_config, cell.seed,
+                           context.device)
+            method.save(method_path)
+        frames = []
+        for steps in config.sampling.steps:
+            volumes, nfe = _samples(context, method, cell, steps, folder, timings)
+            with timed(timings, "evaluate"):
+                values = evaluate(context.reference, volumes, seed=cell.seed)
+            frames.append(write_rows(folder, context.name, cell, steps, nfe, values))
+        if config.downstream.enabled:
+            steps = config.downstream.steps or max(config.sampling.steps)
+            volumes, nfe = _samples(context, method, cell, steps, folder, timings)
+            with timed(timings, "downstream"):
+                frames.append(_downstream_frame(context, cell, steps, nfe, volumes))
+        save_results(folder / "results.csv", pd.concat(frames, ignore_index=True))
+    except (BenchError, RuntimeError, ValueError, FloatingPointError) as error:
+        return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
+    finally:
+        write_json_atomic(folder / "timings.json", timings)
+    return CellOutcome(cell, "done", timings=timings)
+
+
+def _downstream_frame(context: RunContext, cell: Cell, steps: int, nfe: int,
+                      volumes: np.ndarray) -> pd.DataFrame:
+    """Downstream rows of one cell: tasks trained on its samples, and on real + samples."""
+    from downstream.protocol import cell_rows
+
+    rows = cell_rows(volumes, context.real_train, context.real_test, cell.seed,
+                     context.downstream)
+    values = [dataclasses.replace(value, name=f"{training}:{value.name}")
+              for training, value in rows]
+    return write_rows(context.folder, context.name, cell, steps, nfe, values)
+
+
+def _real_train_cell(context: RunContext, cell: Cell, folder: Path,
+                     timings: dict[str, float]) -> CellOutcome:
+    """The downstream ceiling: tasks trained on the real training split (once per run)."""
+    from downstream.protocol import real_rows
+
+    try:
+        with timed(timings, "downstream"):
+            rows = real_rows(context.real_train, context.real_test, cell.seed, context.downstream)
+        steps = context.config.downstream.steps or max(context.config.sampling.steps)
+        values = [dataclasses.replace(value, name=f"synthetic:{value.name}")
+                  for _, value in rows]
+        save_results(folder / "results.csv",
+                     write_rows(context.folder, context.name, cell, steps, 0, values))
+    except (BenchError, RuntimeError, ValueError) as error:
+        return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
+    finally:
+        write_json_atomic(folder / "timings.json", timings)
+    return CellOutcome(cell, "done", timings=timings)
+
+
+def _samples(context: RunContext, method, cell: Cell, steps: int, folder: Path,
+             timings: dict[str, float]) -> tuple[np.ndarray, int]:
+    """Decoded samples of one step budget, from the cell's cache or freshly drawn."""
+    path = folder / f"samples-steps{steps}.npz"
+    if path.is_file():
+        return load_samples(path)
+    with timed(timings, "sample"):
+        samples, nfe = method.sample(context.config.sampling.n_samples, steps, cell.seed,
+                                     context.device)
+        if not torch.isfinite(samples).all():
+            raise BenchError(f"method {cell.method!r}, seed {cell.seed}: samples at {steps} "
+                             f"steps contain NaN or infinite values")
+        volumes = context.representation.decode(samples.cpu())
+    save_samples(path, volumes, nfe)
+    return volumes, nfe
