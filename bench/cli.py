@@ -2,6 +2,13 @@
 
     bench data preview [--dataset synthskull] [--n 16] [--out DIR]
     bench data import PATH --format nrrd|nifti|stl|ply|obj|npy --resolution R --name NAME
+    bench list
+    bench run [--methods otfm,ddpm] [--seeds 5] [--config PRESET_OR_FILE] [--steps 1,2,5]
+              [--dataset NAME] [--out runs/NAME] [--device cpu|cuda] [--shard i/n]
+              [--set key.path=value] [--quiet]
+    bench report RUN_DIR [--format md,csv,tex,html] [--out DIR]
+    bench check [--update-baseline]
+    bench --plugin MODULE ...   (repeatable: import MODULE first, registering its methods)
 
 User mistakes raise :class:`bench.errors.BenchError`; ``main`` prints its
 message without a traceback and returns exit status 2.
@@ -10,7 +17,11 @@ message without a traceback and returns exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import json
 import sys
+import textwrap
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -19,11 +30,18 @@ from bench.errors import BenchError
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE before running the command, so that the methods "
+                             "it registers are available (repeatable)")
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="generate, import and look at skull datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     _add_preview(data_commands)
     _add_import(data_commands)
+    _add_list(commands)
+    _add_run(commands)
+    _add_report(commands)
+    _add_check(commands)
     return parser
 
 
@@ -87,10 +105,213 @@ def _run_import(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
+def _add_list(commands: argparse._SubParsersAction) -> None:
+    listing = commands.add_parser("list", help="list methods, representations and datasets")
+    listing.set_defaults(handler=_run_list)
+
+
+def _run_list(args: argparse.Namespace) -> None:
+    import methods  # noqa: F401  (registers the built-in methods)
+    from bench.representations import REPRESENTATIONS
+    from methods.registry import METHODS, load_entry_points
+
+    load_entry_points()
+    print("methods:")
+    for name, cls in sorted(METHODS.items()):
+        params = [(f.name, _field_default(f), _field_type(f))
+                  for f in dataclasses.fields(cls.Params)]
+        _print_entry(name, cls.description or _first_line(cls.__doc__), params)
+    print("representations:")
+    for name, cls in sorted(REPRESENTATIONS.items()):
+        signature = inspect.signature(cls.__init__).parameters
+        params = [(key, signature[key].default, _type_name(signature[key].annotation))
+                  for key in cls.param_names()]
+        _print_entry(name, _first_line(cls.__doc__), params)
+    print("datasets:")
+    for name, summary in _datasets():
+        _print_entry(name, summary, [])
+
+
+def _print_entry(name: str, summary: str, params: list[tuple[str, object, object]]) -> None:
+    """One listed item: its name and one-line summary, then ``name=default: type`` pairs."""
+    summary_lines = textwrap.wrap(summary, width=100 - 17, break_on_hyphens=False) or [""]
+    print(f"  {name:<14} {summary_lines[0]}")
+    for line in summary_lines[1:]:
+        print(" " * 17 + line)
+    if params:
+        items = [f"{key}={default}: {kind}" for key, default, kind in params]
+        lines = [items[0]]
+        for item in items[1:]:
+            if len(lines[-1]) + len(item) + 3 > 100 - 17:  # ", " + item + ","
+                lines[-1] += ","
+                lines.append(item)
+            else:
+                lines[-1] += f", {item}"
+        for line in lines:
+            print(" " * 17 + line)
+
+
+def _field_default(item: dataclasses.Field) -> object:
+    if item.default is not dataclasses.MISSING:
+        return item.default
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return "(required)"
+
+
+def _field_type(item: dataclasses.Field) -> str:
+    """The field's type, with its allowed values where the field declares them."""
+    choices = item.metadata.get("choices")
+    return _type_name(item.type) + (f" ({'|'.join(map(str, choices))})" if choices else "")
+
+
+def _type_name(annotation: object) -> str:
+    # Annotations are strings under ``from __future__ import annotations``.
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__",
+                                                                  str(annotation))
+
+
+def _first_line(doc: str | None) -> str:
+    return doc.strip().splitlines()[0] if doc and doc.strip() else "(no description)"
+
+
+def _datasets() -> list[tuple[str, str]]:
+    """``synthskull`` and the imported datasets in the cache, with a summary each."""
+    from bench.data.cache import cache_root
+    from bench.data.dataset import MANIFEST_FILE
+    from bench.data.sources import SYNTHSKULL
+
+    found = [(SYNTHSKULL, "procedural skulls from the embedded generator (any resolution, n)")]
+    folder = cache_root() / "datasets"
+    for path in sorted(folder.iterdir() if folder.is_dir() else []):
+        manifest_path = path / MANIFEST_FILE
+        if path.name.startswith(SYNTHSKULL) or not manifest_path.is_file():
+            continue
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            summary = (f"imported: {manifest['n_subjects']} subjects at "
+                       f"{manifest['resolution']}^3 voxels")
+        except (OSError, ValueError, KeyError):
+            summary = f"imported, but {manifest_path} is unreadable; import it again"
+        found.append((path.name, summary))
+    return found
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run the benchmark grid (methods x seeds)")
+    run.add_argument("--methods", default=None,
+                     help="comma-separated method names (default: the preset's)")
+    run.add_argument("--seeds", type=int, default=None, help="seeds per method")
+    run.add_argument("--config", default=None,
+                     help="preset (ci, quick, paper64) or YAML file; default quick")
+    run.add_argument("--steps", default=None, help="comma-separated sampling step budgets")
+    run.add_argument("--dataset", default=None, help="synthskull or an imported dataset")
+    run.add_argument("--out", type=Path, default=None, help="run directory (default runs/PRESET)")
+    run.add_argument("--device", default=None, help="cpu or cuda")
+    run.add_argument("--shard", default=None, help="run share i of n of the cells, e.g. 2/4")
+    run.add_argument("--set", action="append", default=[], dest="overrides",
+                     metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500")
+    run.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    run.add_argument("--no-report", action="store_true", help="skip `bench report` at the end")
+    run.set_defaults(handler=_run_run)
+
+
+def _run_config(args: argparse.Namespace):
+    from bench.config import load_config
+
+    overrides = list(args.overrides)
+    for key, value in (("methods", args.methods), ("seeds", args.seeds),
+                       ("sampling.steps", args.steps), ("dataset.name", args.dataset),
+                       ("device", args.device)):
+        if value is not None:
+            text = f"[{value}]" if key in ("methods", "sampling.steps") else str(value)
+            overrides.append(f"{key}={text}")
+    return load_config(args.config, overrides)
+
+
+def _run_run(args: argparse.Namespace) -> None:
+    from bench.report import write_report
+    from bench.run import parse_shard, run_benchmark
+
+    config = _run_config(args)
+    out = args.out or Path("runs") / Path(args.config or "quick").stem
+    outcomes = run_benchmark(config, out, parse_shard(args.shard), quiet=args.quiet)
+    for outcome in outcomes:
+        print(f"{outcome.cell.label:24s} {outcome.status:7s} {outcome.reason}".rstrip())
+    if not args.no_report and args.shard is None:
+        for path in write_report(out):
+            if path.suffix == ".md" or path.name == "index.html":
+                print(path)
+    if any(o.status == "failed" for o in outcomes):
+        raise BenchError(f"{sum(o.status == 'failed' for o in outcomes)} cell(s) failed; "
+                         f"reasons in {out}/cells/*/failed.json")
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="build leaderboards from a run's results")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--format", default="md,csv,tex,html", help="comma-separated formats")
+    report.add_argument("--out", type=Path, default=None, help="default RUN_DIR/report")
+    report.add_argument("--steps", type=int, default=None,
+                        help="step budget of the tables (default: the largest)")
+    report.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from bench.report import write_report
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    for path in write_report(args.run_dir, args.out, formats, args.steps):
+        print(path)
+
+
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser("check", help="CI gate: run the ci preset, compare with baseline")
+    check.add_argument("--baseline", type=Path, default=Path("leaderboards/ci-baseline.json"))
+    check.add_argument("--out", type=Path, default=Path("runs/ci-check"))
+    check.add_argument("--update-baseline", action="store_true",
+                       help="write the baseline from this run instead of comparing")
+    check.add_argument("--set", action="append", default=[], dest="overrides",
+                       metavar="KEY=VALUE", help="override a ci preset value")
+    check.set_defaults(handler=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> None:
+    from bench.check import compare, headline, read_baseline, write_baseline
+    from bench.config import load_config
+    from bench.report import collect_results
+    from bench.run import run_benchmark
+
+    config = load_config("ci", args.overrides)
+    outcomes = run_benchmark(config, args.out, quiet=True)
+    failed = [o for o in outcomes if o.status == "failed"]
+    current = headline(collect_results(args.out))
+    if args.update_baseline:
+        if failed:
+            raise BenchError("not writing a baseline from a run with failed cells")
+        write_baseline(args.baseline, current)
+        print(f"wrote {args.baseline}")
+        return
+    regressions = compare(current, read_baseline(args.baseline))
+    for outcome in failed:
+        print(f"FAILED CELL {outcome.cell.label}: {outcome.reason}")
+    for regression in regressions:
+        print(f"REGRESSION {regression}")
+    if regressions or failed:
+        raise BenchError(f"sample-quality gate failed: {len(regressions)} regression(s), "
+                         f"{len(failed)} failed cell(s)")
+    print(f"sample-quality gate passed ({len(current)} methods within tolerance)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if args.plugin:
+            from methods.registry import load_plugin
+
+            for module in args.plugin:
+                load_plugin(module)
         args.handler(args)
     except BenchError as error:
         print(f"bench: error: {error}", file=sys.stderr)
