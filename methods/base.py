@@ -33,10 +33,15 @@ class Params:
 
 @dataclass(frozen=True)
 class FitConfig:
-    """What every deep method of one run shares: backbone and training budget."""
+    """What every deep method of one run shares: backbone and training budget.
+
+    ``checkpoint_dir`` is where training checkpoints go (and are resumed
+    from); None trains without checkpoints.
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint_dir: Path | None = None
 
 
 @dataclass

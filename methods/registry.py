@@ -10,29 +10,56 @@ either way the class goes through the same decorator and checks.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
+import inspect
+import re
 from importlib.metadata import entry_points
 from typing import Callable, TypeVar
 
 from bench.errors import BenchError
-from methods.base import Method
+from methods.base import Method, Params
 
 ENTRY_POINT_GROUP = "bench.methods"
 METHODS: dict[str, type[Method]] = {}
 M = TypeVar("M", bound=type[Method])
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def register_method(name: str) -> Callable[[M], M]:
-    """Class decorator: register a :class:`Method` subclass under ``name``."""
+    """Class decorator: register a :class:`Method` subclass under ``name``.
+
+    Refused with :class:`BenchError`: a name that is not letters, digits, '.',
+    '_' and '-' (names are joined by commas on the command line); a class that
+    is not a concrete Method subclass or whose ``Params`` is not a frozen
+    dataclass subclassing :class:`methods.base.Params`; a name already taken by
+    another class; a class already registered under another name.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BenchError(f"register_method({name!r}): a method name is letters, digits, '.', "
+                         f"'_' and '-', starting with a letter or digit")
 
     def decorate(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise BenchError(f"register_method({name!r}): {cls!r} is not a subclass of "
                              f"methods.base.Method")
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            raise BenchError(f"register_method({name!r}): {cls.__qualname__} does not "
+                             f"implement {missing}")
+        params = cls.Params
+        if not (isinstance(params, type) and issubclass(params, Params)
+                and dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):
+            raise BenchError(f"register_method({name!r}): {cls.__qualname__}.Params must be a "
+                             f"frozen dataclass subclassing methods.base.Params")
         if name in METHODS and METHODS[name] is not cls:
             raise BenchError(f"method name {name!r} is already registered by "
                              f"{METHODS[name].__module__}.{METHODS[name].__qualname__}")
+        aliases = [key for key, value in METHODS.items() if value is cls and key != name]
+        if aliases:
+            raise BenchError(f"register_method({name!r}): {cls.__qualname__} is already "
+                             f"registered as {aliases[0]!r}; one class has one name")
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -45,7 +72,7 @@ def get_method(name: str) -> type[Method]:
     if name not in METHODS:
         load_entry_points()
     if name not in METHODS:
-        close = difflib.get_close_matches(name, METHODS, n=1)
+        close = difflib.get_close_matches(name, METHODS, n=1, cutoff=0.0)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise BenchError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}"
                          f"{hint} (third-party methods: --plugin MODULE or the "
@@ -68,10 +95,23 @@ def load_plugin(module: str) -> None:
 
 
 def load_entry_points() -> None:
-    """Import every class advertised under the ``bench.methods`` entry-point group."""
+    """Register every class advertised under the ``bench.methods`` entry-point group.
+
+    The entry point's name is the method's name (``ddpm-x = pkg.module:Class``).
+    A class already registered by its decorator must use that same name.
+    """
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in METHODS:
             continue
-        cls = entry.load()
-        if cls.name != entry.name:
+        try:
+            cls = entry.load()
+        except Exception as error:  # a broken third-party package must not hide the cause
+            raise BenchError(f"entry point {entry.name!r} of group {ENTRY_POINT_GROUP!r} "
+                             f"({entry.value}) cannot be loaded: {error!r}; fix or uninstall "
+                             f"the package that provides it") from error
+        if entry.name not in METHODS:
+            taken = [key for key, value in METHODS.items() if value is cls]
+            if taken:
+                raise BenchError(f"entry point {entry.name!r} ({entry.value}) names a class "
+                                 f"registered as {taken[0]!r}; give both the same name")
             register_method(entry.name)(cls)
