@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch; an unpinned torch would pull several GB of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo run test bench clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml scripts/install-system-deps.sh
 demo: install
 	$(BIN)/bench data preview --out previews
 
+# The full comparison on the default (quick) preset.
+run: install
+	$(BIN)/bench run --methods otfm,ddpm --seeds 5
+
+# Tests, then the sample-quality gate (the ci preset against leaderboards/ci-baseline.json).
 test: install
 	$(BIN)/pytest -q
+	$(BIN)/bench check
 
 # Benchmarks of the figures in the README; one BLAS thread so that "one core" means one.
 bench: install
