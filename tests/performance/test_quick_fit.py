@@ -12,9 +12,10 @@ Measured on the 2-core development machine (159 training latents) while
 other jobs ran on it: 20.7 s of CPU time with one torch thread, 3.4 s of it
 in the coupling (cfm, without coupling: 19.3 s); 31 s of wall time with two
 threads and OMP_WAIT_POLICY=PASSIVE at a load of 3 to 4. This benchmark as
-written, at a load of 4 to 5 and the default OpenMP policy, took 223 s (111
-ms a step): torch's spinning threads lose most of their time to the other
-jobs' processes there, so read its figure on an otherwise idle machine.
+written, at a load of 3 to 6 and the default OpenMP policy, took 223 s and
+360 s (111 and 180 ms a step, 14 s of it in the coupling): torch's spinning
+threads lose most of their time to the other jobs' processes there, so read
+its figure on an otherwise idle machine.
 """
 
 import pytest
