@@ -17,7 +17,6 @@ every training set scored with the same seed meets the same test cases.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 
 from bench.data.dataset import SkullDataset
 from bench.errors import BenchError
+from bench.params import with_overrides
 from metrics.base import MetricValue
 
 GROUP = "downstream"
@@ -73,7 +73,7 @@ class Task(ABC):
         if not isinstance(base, self.Params):
             raise BenchError(f"task {self.name!r}: params must be {self.Params.__name__}, "
                              f"got {type(base).__name__}")
-        self.params = _with_overrides(self.name, base, overrides)
+        self.params = with_overrides("task", self.name, base, overrides)
         self._check_params()
         self.trained_ = False
         self.voxel_size_mm_: float | None = None
@@ -155,20 +155,6 @@ def _check_volumes(task: str, volumes: np.ndarray) -> np.ndarray:
             raise BenchError(f"task {task!r}: training volumes must be binary (0/1 or bool)")
         volumes = volumes.astype(bool)
     return volumes
-
-
-def _with_overrides(name: str, params: Params, overrides: dict[str, Any]) -> Params:
-    """``params`` with fields replaced by ``overrides``; unknown names are an error."""
-    allowed = [f.name for f in dataclasses.fields(params)]
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        hints = [difflib.get_close_matches(key, allowed, n=1) for key in unknown]
-        suggestion = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in zip(unknown, hints)
-                               if h)
-        raise BenchError(f"task {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(sorted(allowed)) or 'none'}"
-                         f"{'. ' + suggestion if suggestion else ''}")
-    return dataclasses.replace(params, **overrides)
 
 
 def check_choice(task: str, field: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -10,7 +10,6 @@ typed dataclass, ``Params``) unchanged; learned state is set only by ``fit``;
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from bench.errors import BenchError
+from bench.params import with_overrides
 from bench.io import atomic_path
 from methods.backbones import BackboneConfig
 from bench.training import TrainConfig
@@ -99,7 +99,7 @@ class Method(ABC):
         if not isinstance(base, self.Params):
             raise BenchError(f"method {self.name!r}: params must be {self.Params.__name__}, "
                              f"got {type(base).__name__}")
-        self.params = _with_overrides(self.name, base, overrides)
+        self.params = with_overrides("method", self.name, base, overrides)
         self.fitted_ = False
         self.data_shape_: tuple[int, ...] | None = None
 
@@ -196,17 +196,3 @@ def standard_normal(n: int, shape: tuple[int, ...], seed: int,
 
 def _row_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**63 - 1)
-
-
-def _with_overrides(name: str, params: Params, overrides: dict[str, Any]) -> Params:
-    """``params`` with fields replaced by ``overrides``; unknown names are an error."""
-    allowed = {f.name: f for f in dataclasses.fields(params)}
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        hints = [difflib.get_close_matches(key, allowed, n=1) for key in unknown]
-        suggestion = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in zip(unknown, hints)
-                               if h)
-        raise BenchError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(sorted(allowed)) or 'none'}"
-                         f"{'. ' + suggestion if suggestion else ''}")
-    return dataclasses.replace(params, **overrides)
