@@ -72,16 +72,14 @@ class ExactOTCoupling(Coupling):
     are taken from the plan without replacement.
 
     ``solver="assignment"`` (default) finds sigma as a linear assignment with
-    the Jonker-Volgenant solver of the ``lap`` package; ``solver="emd"`` solves
-    the transport problem with POT's network simplex ``ot.emd``, whose optimal
-    basic solution is such a vertex, and reads sigma as the argmax of each row
-    of the plan. Both reach the same minimal cost. Measured for B = 256 in 64
-    dimensions on the idle 2-core machine: on standard normal batches
-    ``lap.lapjv`` 1.05 ms against 2.96 ms for scipy's ``linear_sum_assignment``
-    (same permutation); in tests/performance/test_ot_coupling.py ``lap`` 2.0 ms
-    (min) / 3.2 ms (median) and ``ot.emd`` 6.4 / 7.1 ms, against 19.9 / 21.4 ms
-    for a training step of the default MLP at B = 256: 10 to 15 % of a step
-    with ``lap``, hence the default.
+    the Jonker-Volgenant solver ``lapjvh`` of the ``lapx`` package (float64
+    costs, exact); ``solver="emd"`` solves the transport problem with POT's
+    network simplex ``ot.emd``, whose optimal basic solution is such a vertex,
+    and reads sigma as the argmax of each row of the plan. Both reach the same
+    minimal cost (tested against scipy's ``linear_sum_assignment``). POT is
+    kept as the reference, but at B = 256 in 64 dimensions it costs a third of
+    a training step, so the default is the assignment solver; figures in
+    tests/performance/test_ot_coupling.py and the README.
 
     Args:
         solver: "assignment" or "emd".
@@ -103,7 +101,7 @@ class ExactOTCoupling(Coupling):
         """sigma (B,) minimising sum_i cost[i, sigma(i)] for a (B, B) cost matrix."""
         cost = np.asarray(cost, dtype=np.float64)
         if self.solver == "assignment":
-            _, sigma, _ = lap.lapjv(cost)
+            _, sigma = lap.lapjvh(cost, return_cost=False)
             return np.asarray(sigma, dtype=np.int64)
         uniform = np.full(len(cost), 1.0 / len(cost))
         plan, log = ot.emd(uniform, uniform, cost, numItermax=10_000_000, log=True)

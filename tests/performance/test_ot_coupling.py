@@ -8,10 +8,10 @@ solver and records, in ``extra_info``, the median training step measured in
 the same process and the ratio of the two.
 
 Measured on the idle 2-core development machine (two torch threads,
-OMP_WAIT_POLICY=PASSIVE): training step 19.9 ms (min) / 21.4 ms (median);
-coupling by ``lap.lapjv`` 2.0 / 3.2 ms (ratio 0.10 to 0.15), by ``ot.emd``
-6.4 / 7.1 ms (0.32 to 0.33). Under load from other jobs the ratios were
-0.24 to 0.34 with scipy's ``linear_sum_assignment``, which ``lap`` replaced.
+OMP_WAIT_POLICY=PASSIVE): training step 19.2 ms (min) / 20.5 ms (median);
+coupling by ``lapx``'s ``lapjvh`` 1.05 / 1.42 ms (ratio 0.07), by ``ot.emd``
+6.0 / 6.8 ms (0.33). ``lap.lapjv``, used before, was 2.0 / 3.2 ms (0.10 to
+0.15) and scipy's ``linear_sum_assignment`` about 0.16.
 """
 
 import statistics
