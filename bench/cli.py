@@ -7,6 +7,7 @@
               [--dataset NAME] [--out runs/NAME] [--device cpu|cuda] [--shard i/n]
               [--set key.path=value] [--quiet]
     bench report RUN_DIR [--format md,csv,tex,html] [--out DIR]
+    bench sample CHECKPOINT -n N --steps S --out DIR --format nifti|nrrd|stl [--seed 0]
     bench check [--update-baseline]
     bench --plugin MODULE ...   (repeatable: import MODULE first, registering its methods)
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(commands)
     _add_run(commands)
     _add_report(commands)
+    _add_sample(commands)
     _add_check(commands)
     return parser
 
@@ -106,12 +108,15 @@ def _run_import(args: argparse.Namespace) -> None:
 
 
 def _add_list(commands: argparse._SubParsersAction) -> None:
-    listing = commands.add_parser("list", help="list methods, representations and datasets")
+    listing = commands.add_parser(
+        "list", help="list methods, representations, datasets, metrics and presets")
     listing.set_defaults(handler=_run_list)
 
 
 def _run_list(args: argparse.Namespace) -> None:
     import methods  # noqa: F401  (registers the built-in methods)
+    from bench.config import PRESETS
+    from bench.evaluation import METRIC_CATALOGUE
     from bench.representations import REPRESENTATIONS
     from methods.registry import METHODS, load_entry_points
 
@@ -130,6 +135,20 @@ def _run_list(args: argparse.Namespace) -> None:
     print("datasets:")
     for name, summary in _datasets():
         _print_entry(name, summary, [])
+    print("metrics (the leaderboard groups; * stands for a feature map, class or task):")
+    for group, names in METRIC_CATALOGUE.items():
+        _print_entry(group, ", ".join(names), [])
+    print("presets (bench run --config NAME):")
+    for name in PRESETS:
+        _print_entry(name, _preset_summary(name), [])
+
+
+def _preset_summary(name: str) -> str:
+    """The first comment line of a shipped preset file."""
+    from importlib.resources import files
+
+    text = files("bench.presets").joinpath(f"{name}.yaml").read_text()
+    return text.splitlines()[0].lstrip("# ").strip()
 
 
 def _print_entry(name: str, summary: str, params: list[tuple[str, object, object]]) -> None:
@@ -263,6 +282,31 @@ def _run_report(args: argparse.Namespace) -> None:
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     for path in write_report(args.run_dir, args.out, formats, args.steps):
         print(path)
+
+
+def _add_sample(commands: argparse._SubParsersAction) -> None:
+    sample = commands.add_parser(
+        "sample", help="draw skulls from a fitted method as NIfTI, NRRD or STL files (mm)")
+    sample.add_argument("checkpoint", type=Path,
+                        help="a cell's method.pt (RUN/cells/METHOD-sSEED-HASH/method.pt) or folder")
+    sample.add_argument("-n", type=int, required=True, help="number of skulls")
+    sample.add_argument("--steps", type=int, required=True, help="sampling step budget")
+    sample.add_argument("--out", type=Path, required=True, help="output folder")
+    sample.add_argument("--format", required=True, dest="file_format",
+                        choices=["nifti", "nrrd", "stl"])
+    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.add_argument("--device", default="cpu", help="cpu or cuda")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace sample files already in --out")
+    sample.set_defaults(handler=_run_sample)
+
+
+def _run_sample(args: argparse.Namespace) -> None:
+    from bench.sample import sample_to_files
+
+    written = sample_to_files(args.checkpoint, args.n, args.steps, args.out, args.file_format,
+                              seed=args.seed, device=args.device, overwrite=args.overwrite)
+    print(f"wrote {len(written) - 1} {args.file_format} file(s) and {written[-1]}")
 
 
 def _add_check(commands: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ measures, the training-to-test distances) is computed once per run in a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatch
 
 import numpy as np
 
@@ -23,8 +24,42 @@ from metrics.diversity import diversity_metrics, ms_ssim_diversity
 from metrics.features import (class_balance, descriptor_features, feature_metrics,
                               fit_pca_features, pca_features)
 from metrics.pointsets import PointSets, sample_surface_points
-from metrics.privacy import privacy_report
+from metrics.privacy import PrivacyReport, privacy_report
 from metrics.volumetric import dice_matrix, nearest_dice_metrics
+
+
+# The metric names of every group, as `bench list` shows them; patterns in the
+# sense of fnmatch ("*" is a feature map, a class, a downstream training set).
+METRIC_CATALOGUE: dict[str, tuple[str, ...]] = {
+    "distribution": ("MMD-CD", "COV-CD", "1-NNA-CD", "MMD-EMD", "COV-EMD", "1-NNA-EMD",
+                     "KMMD-*", "PRDC-precision-*", "PRDC-recall-*", "PRDC-density-*",
+                     "PRDC-coverage-*", "MS-SSIM-diversity", "MS-SSIM-diversity-reference"),
+    "volumetric": ("Dice-nearest-train", "Dice-nearest-test"),
+    "privacy": ("DCR-median-generated-*", "DCR-median-test-*", "DCR-ratio-*",
+                "memorised-share-*"),
+    "anatomy": ("W1-*", "class-TV-*", "class-freq-*", "failure-rate", "failure-*"),
+    "robustness": ("*:NFE-to-5%", "*:max-step-change"),
+    "downstream": ("*:align-*", "*:completion-*"),
+}
+
+
+def in_catalogue(group: str, name: str) -> bool:
+    """Whether ``name`` is one of the catalogued metrics of ``group``."""
+    return any(fnmatch(name, pattern) for pattern in METRIC_CATALOGUE.get(group, ()))
+
+
+@dataclass
+class Evaluation:
+    """Every metric of one generated set, and the per-sample distances behind privacy.
+
+    Attributes:
+        values: the metrics, as :func:`evaluate` returns them.
+        privacy: DCRs (1 - Dice to the nearest training skull) of each generated
+            sample and each held-out skull, for the report's DCR histograms.
+    """
+
+    values: list[MetricValue]
+    privacy: PrivacyReport
 
 
 @dataclass
@@ -87,6 +122,11 @@ def evaluate(reference: Reference, generated: np.ndarray, seed: int) -> list[Met
     Groups: distribution (PointFlow MMD/COV/1-NNA, kernel MMD and PRDC on pca
     and descriptor features, MS-SSIM diversity), volumetric, privacy, anatomy.
     """
+    return evaluate_in_full(reference, generated, seed).values
+
+
+def evaluate_in_full(reference: Reference, generated: np.ndarray, seed: int) -> Evaluation:
+    """:func:`evaluate`, keeping the per-sample DCRs that its privacy metrics summarise."""
     config = reference.config
     # A seed apart from the reference sampler, so no shape shares its stream.
     points = sample_surface_points(generated, config.points, seed=seed + 1, allow_empty=True,
@@ -104,11 +144,12 @@ def evaluate(reference: Reference, generated: np.ndarray, seed: int) -> list[Met
                                 reference_level=reference.reference_diversity)
     train_dice = dice_matrix(reference.train, generated)
     values += nearest_dice_metrics(train_dice, dice_matrix(reference.reference, generated))
-    values += privacy_report(1.0 - reference.train_reference_dice, 1.0 - train_dice,
-                             distance_tag="Dice", unit="").metrics()
+    privacy = privacy_report(1.0 - reference.train_reference_dice, 1.0 - train_dice,
+                             distance_tag="Dice", unit="")
+    values += privacy.metrics()
     values += wasserstein_metrics(reference.reference_measures, measures)
     values += failure_report(reference.train_measures, measures).metrics()
     if reference.train_labels is not None and reference.class_names:
         values += class_balance(reference.train_pca, reference.train_labels, generated_pca,
                                 reference.class_names, "pca").metrics()
-    return values
+    return Evaluation(values, privacy)

@@ -1,4 +1,5 @@
-"""The static HTML page of a run: every leaderboard, metric-versus-NFE plots and a gallery."""
+"""The static HTML page of a run: every leaderboard, metric-versus-NFE plots, DCR
+histograms and a gallery."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def write_html(run_dir: Path, out_dir: Path, rows: pd.DataFrame,
                      f'alt="{html.escape(name[:-4])} against NFE">')
     for name in _seed_strips(rows[(rows["seed"] >= 0) & (rows["steps"] == steps)], out_dir):
         parts.append(f'<h2>per-seed values</h2><img src="{name}" alt="per-seed values">')
+    histogram = _dcr_histogram(run_dir, out_dir, steps)
+    if histogram:
+        parts.append(f'<h2>distance to the closest training record at {steps} steps</h2>'
+                     f'<p>DCR = 1 - Dice to the nearest training skull, pooled over seeds. '
+                     f'Mass near 0 beyond the held-out skulls\' own DCRs means copies of '
+                     f'training skulls (memorisation).</p>'
+                     f'<img src="{histogram}" alt="DCR histograms">')
     gallery = _gallery(run_dir, out_dir, steps)
     if gallery:
         parts.append(f'<h2>samples at {steps} steps beside real skulls</h2>'
@@ -81,6 +89,31 @@ def _seed_strips(rows: pd.DataFrame, out_dir: Path) -> list[str]:
     grid = sns.catplot(data=picked, x="method", y="value", col="metric", kind="strip",
                        sharey=False, height=3, aspect=0.9, col_wrap=4)
     return [_save(grid.figure, out_dir / "seeds.png")]
+
+
+def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
+    """Density histograms of DCRs per method at ``steps``, beside the held-out skulls' DCRs."""
+    from bench.run import DCR_FILE
+
+    files = sorted((run_dir / "cells").glob(f"*/{DCR_FILE}"))
+    if not files:
+        return None
+    rows = pd.concat([pd.read_csv(path) for path in files], ignore_index=True)
+    rows = rows[rows["steps"] == steps]
+    generated = rows[rows["set"] == "generated"].assign(label=lambda r: r["method"])
+    held_out = rows[rows["set"] == "held-out"]
+    if len(held_out):  # the same in every cell of a run: keep one cell's
+        first = held_out.iloc[0]
+        held_out = held_out[(held_out["method"] == first["method"])
+                            & (held_out["seed"] == first["seed"])]
+    shown = pd.concat([generated, held_out.assign(label="real (held-out)")], ignore_index=True)
+    if shown.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    sns.histplot(data=shown.sort_values("label", kind="stable"), x="dcr", hue="label",
+                 stat="density", common_norm=False, element="step", bins=30, ax=axis)
+    axis.set_xlabel("DCR: 1 - Dice to the nearest training skull")
+    return _save(figure, out_dir / "dcr.png")
 
 
 def _gallery(run_dir: Path, out_dir: Path, steps: int) -> str | None:

@@ -7,8 +7,10 @@ Run directory::
     RUN/shared/                the fitted representation and the reference set's cache
     RUN/cells/METHOD-sSEED-HASH/
         checkpoints/           training checkpoints (resume point)
-        method.pt              the fitted method
+        cell.json              method, seed and the representation that decodes its samples
+        method.pt              the fitted method (`bench sample` reads it)
         samples-stepsS.npz     decoded samples per step budget
+        dcr.csv                per-sample DCRs of every step budget (the report's histograms)
         results.csv            the cell's rows, written last: its presence means done
         failed.json            why the cell failed (NaN loss, bad samples, ...)
         timings.json           wall-clock seconds per stage (kept out of results)
@@ -27,9 +29,10 @@ import hashlib
 import json
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -40,9 +43,13 @@ from bench.config import RunConfig, to_dict
 from bench.errors import BenchError
 from bench.io import atomic_path, write_json_atomic
 from metrics.base import MetricValue
+from metrics.privacy import PrivacyReport
 
 # The pseudo-method whose downstream rows are the tasks trained on real skulls.
 REAL_TRAIN = "real-train"
+CELL_FILE = "cell.json"
+DCR_FILE = "dcr.csv"
+DCR_COLUMNS = ["run", "method", "seed", "steps", "set", "dcr"]
 RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "group", "metric", "value",
                   "higher_is_better", "unit"]
 
@@ -112,16 +119,24 @@ def cell_folder(run_dir: Path, cell: Cell, digest: str) -> Path:
     return run_dir / "cells" / f"{cell.label}-{digest}"
 
 
-def write_rows(path: Path, run_name: str, cell: Cell, steps: int, nfe: int,
-               values: list[MetricValue]) -> pd.DataFrame:
+def result_rows(run_name: str, cell: Cell, steps: int, nfe: int,
+                values: list[MetricValue]) -> pd.DataFrame:
     """Long-format rows of one (cell, step budget) as a data frame (not yet written)."""
     rows = [[run_name, cell.method, cell.seed, steps, nfe, v.group, v.name, float(v.value),
              bool(v.higher_is_better), v.unit] for v in values]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
+def dcr_rows(run_name: str, cell: Cell, steps: int, privacy: PrivacyReport) -> pd.DataFrame:
+    """One row per generated sample and per held-out skull: its DCR ("generated", "held-out")."""
+    rows = [[run_name, cell.method, cell.seed, steps, kind, float(distance)]
+            for kind, records in (("generated", privacy.generated), ("held-out", privacy.test))
+            for distance in records.distance]
+    return pd.DataFrame(rows, columns=DCR_COLUMNS)
+
+
 def save_results(path: Path, frame: pd.DataFrame) -> None:
-    """Write a cell's rows atomically (its presence marks the cell done)."""
+    """Write a table of a cell atomically (``results.csv``, written last, marks it done)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.10g")
 
@@ -151,18 +166,14 @@ def load_samples(path: Path) -> tuple[np.ndarray, int]:
         return flat.reshape(shape).astype(bool), int(data["nfe"])
 
 
-def timed(timings: dict[str, float], stage: str) -> Callable:
-    """Context manager adding the stage's wall-clock seconds to ``timings``."""
-
-    class _Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - self.start
-            return False
-
-    return _Timer()
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the wall-clock seconds of the ``with`` block to ``timings[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def environment(device: str) -> dict[str, object]:
@@ -198,6 +209,7 @@ class RunContext:
     config: RunConfig
     dataset_hash: str
     representation: object
+    representation_path: Path
     train_latents: torch.Tensor
     val_latents: torch.Tensor | None
     reference: object
@@ -261,7 +273,7 @@ def prepare_run(config: RunConfig, out_dir: Path, quiet: bool) -> RunContext:
     save_samples(out_dir / "shared" / "reference-examples.npz", reference.reference[:4], 0)
     return RunContext(
         name=out_dir.name, folder=out_dir, config=config, dataset_hash=dataset_hash,
-        representation=representation,
+        representation=representation, representation_path=rep_path,
         train_latents=representation.encode(dataset.subset("train").volumes),
         val_latents=representation.encode(val.volumes) if len(val) else None,
         reference=reference, device=torch.device(config.device), quiet=quiet,
@@ -281,7 +293,7 @@ def _downstream_config(config: RunConfig):
 
 def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
     """Fit, sample at every step budget, decode, evaluate, write rows; or reuse them."""
-    from bench.evaluation import evaluate
+    from bench.evaluation import evaluate_in_full
     from methods.base import FitConfig, Method
     from methods.registry import create_method
 
@@ -291,6 +303,9 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
         return CellOutcome(cell, "cached")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "failed.json").unlink(missing_ok=True)
+    write_json_atomic(folder / CELL_FILE, {
+        "method": cell.method, "seed": cell.seed,
+        "representation": context.representation_path.relative_to(context.folder).as_posix()})
     timings: dict[str, float] = {}
     if cell.method == REAL_TRAIN:
         return _real_train_cell(context, cell, folder, timings)
@@ -307,17 +322,19 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
                 method.fit(context.train_latents, context.val_latents, fit_config, cell.seed,
                            context.device)
             method.save(method_path)
-        frames = []
+        frames, dcr_frames = [], []
         for steps in config.sampling.steps:
             volumes, nfe = _samples(context, method, cell, steps, folder, timings)
             with timed(timings, "evaluate"):
-                values = evaluate(context.reference, volumes, seed=cell.seed)
-            frames.append(write_rows(folder, context.name, cell, steps, nfe, values))
+                evaluation = evaluate_in_full(context.reference, volumes, seed=cell.seed)
+            frames.append(result_rows(context.name, cell, steps, nfe, evaluation.values))
+            dcr_frames.append(dcr_rows(context.name, cell, steps, evaluation.privacy))
         if config.downstream.enabled:
             steps = config.downstream.steps or max(config.sampling.steps)
             volumes, nfe = _samples(context, method, cell, steps, folder, timings)
             with timed(timings, "downstream"):
                 frames.append(_downstream_frame(context, cell, steps, nfe, volumes))
+        save_results(folder / DCR_FILE, pd.concat(dcr_frames, ignore_index=True))
         save_results(folder / "results.csv", pd.concat(frames, ignore_index=True))
     except (BenchError, RuntimeError, ValueError, FloatingPointError) as error:
         return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
@@ -335,7 +352,7 @@ def _downstream_frame(context: RunContext, cell: Cell, steps: int, nfe: int,
                      context.downstream)
     values = [dataclasses.replace(value, name=f"{training}:{value.name}")
               for training, value in rows]
-    return write_rows(context.folder, context.name, cell, steps, nfe, values)
+    return result_rows(context.name, cell, steps, nfe, values)
 
 
 def _real_train_cell(context: RunContext, cell: Cell, folder: Path,
@@ -350,7 +367,7 @@ def _real_train_cell(context: RunContext, cell: Cell, folder: Path,
         values = [dataclasses.replace(value, name=f"synthetic:{value.name}")
                   for _, value in rows]
         save_results(folder / "results.csv",
-                     write_rows(context.folder, context.name, cell, steps, 0, values))
+                     result_rows(context.name, cell, steps, 0, values))
     except (BenchError, RuntimeError, ValueError) as error:
         return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
     finally:

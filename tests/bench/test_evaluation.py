@@ -1,11 +1,13 @@
 """The one API from generated volumes to every metric, on synthskull."""
 
+from fnmatch import fnmatch
+
 import numpy as np
 import pytest
 
 from bench.config import MetricsConfig
 from bench.data.synthskull import make_dataset
-from bench.evaluation import build_reference, evaluate
+from bench.evaluation import METRIC_CATALOGUE, build_reference, evaluate, in_catalogue
 from metrics.base import GROUPS
 
 
@@ -27,6 +29,17 @@ def test_every_group_is_reported_once_per_metric(reference):
                      "PRDC-precision-pca", "MS-SSIM-diversity", "Dice-nearest-train",
                      "DCR-ratio-Dice", "failure-rate", "W1-cephalic-index"):
         assert required in names
+
+
+def test_the_catalogue_that_bench_list_shows_names_every_metric(reference):
+    dataset, ref = reference
+    values = evaluate(ref, dataset.subset("val").volumes, seed=0)
+    assert [v.name for v in values if not in_catalogue(v.group, v.name)] == []
+    assert not in_catalogue("distribution", "W1-bone-volume")
+    for group in ("distribution", "volumetric", "privacy", "anatomy"):
+        names = [v.name for v in values if v.group == group]
+        unused = [p for p in METRIC_CATALOGUE[group] if not any(fnmatch(n, p) for n in names)]
+        assert unused == [], group
 
 
 def test_copies_of_training_skulls_look_memorised_and_fresh_skulls_do_not(reference):

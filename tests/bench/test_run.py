@@ -10,7 +10,7 @@ import torch
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
 from bench.report import collect_results, write_report
-from bench.run import RESULT_COLUMNS, plan_cells, run_benchmark
+from bench.run import DCR_COLUMNS, DCR_FILE, RESULT_COLUMNS, plan_cells, run_benchmark
 from methods.base import FitReport, Method, SampleResult
 from methods.registry import METHODS, register_method
 
@@ -64,13 +64,23 @@ def test_grid_runs_caches_and_reports(tmp_path):
     # set than fresh samples of the fitted Gaussian do.
     dcr = rows[rows["metric"] == "DCR-ratio-Dice"].groupby("method")["value"].mean()
     assert dcr["train-copy"] < dcr["gaussian"]
+    per_sample = pd.concat(pd.read_csv(p) for p in (out / "cells").glob(f"*/{DCR_FILE}"))
+    assert list(per_sample.columns) == DCR_COLUMNS
+    generated = per_sample[per_sample["set"] == "generated"]
+    assert generated.groupby(["method", "seed", "steps"]).size().eq(8).all()  # n_samples
+    medians = generated.groupby(["method", "seed", "steps"])["dcr"].median()
+    summary = rows[rows["metric"] == "DCR-median-generated-Dice"].set_index(
+        ["method", "seed", "steps"])["value"]
+    np.testing.assert_allclose(medians.sort_index(), summary.sort_index(), rtol=1e-9)
     paths = write_report(out)
     tables = {p.name: p.read_bytes() for p in paths if p.suffix in (".md", ".csv", ".tex")
               and p.name != "timings.csv"}
     write_report(out)
     assert tables == {name: (out / "report" / name).read_bytes() for name in tables}
     assert "**" in (out / "report" / "distribution.md").read_text()
-    assert (out / "report" / "index.html").read_text().count("<table") >= 5
+    page = (out / "report" / "index.html").read_text()
+    assert page.count("<table") >= 5
+    assert 'src="dcr.png"' in page and (out / "report" / "dcr.png").stat().st_size > 1000
     assert json.loads((out / "environment.json").read_text())["packages"]["torch"]
 
 

@@ -267,3 +267,14 @@ def test_bench_list_shows_methods_representations_and_datasets(monkeypatch, tmp_
 def test_bench_list_lines_fit_a_terminal(capsys):
     main(["list"])
     assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 100
+
+
+def test_bench_list_shows_metric_groups_and_presets(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    metrics_part = out.split("metrics")[1].split("presets")[0]
+    assert "distribution" in metrics_part and "MMD-CD" in metrics_part
+    assert "1-NNA-CD" in metrics_part and "failure-rate" in metrics_part
+    presets_part = out.split("presets (bench run --config NAME):")[1]
+    assert [line.split()[0] for line in presets_part.strip().splitlines()
+            if not line.startswith(" " * 5)] == ["ci", "quick", "paper64"]
