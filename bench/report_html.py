@@ -113,6 +113,7 @@ def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
     sns.histplot(data=shown.sort_values("label", kind="stable"), x="dcr", hue="label",
                  stat="density", common_norm=False, element="step", bins=30, ax=axis)
     axis.set_xlabel("DCR: 1 - Dice to the nearest training skull")
+    axis.get_legend().set_title(None)
     return _save(figure, out_dir / "dcr.png")
 
 
