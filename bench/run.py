@@ -8,6 +8,7 @@ Run directory::
     RUN/cells/METHOD-sSEED-HASH/
         checkpoints/           training checkpoints (resume point)
         cell.json              method, seed and the representation that decodes its samples
+        fit.json               the fit report: steps, losses, wall time, parameters, resume
         method.pt              the fitted method (`bench sample` reads it)
         samples-stepsS.npz     decoded samples per step budget
         dcr.csv                per-sample DCRs of every step budget (the report's histograms)
@@ -319,8 +320,10 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
             fit_config = FitConfig(backbone=config.backbone, train=train_config,
                                    checkpoint_dir=folder / "checkpoints")
             with timed(timings, "fit"):
-                method.fit(context.train_latents, context.val_latents, fit_config, cell.seed,
-                           context.device)
+                report = method.fit(context.train_latents, context.val_latents, fit_config,
+                                    cell.seed, context.device)
+            write_json_atomic(folder / "fit.json", {**dataclasses.asdict(report),
+                                                    "final_loss": report.final_loss})
             method.save(method_path)
         frames, dcr_frames = [], []
         for steps in config.sampling.steps:
