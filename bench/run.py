@@ -17,8 +17,9 @@ Run directory::
         timings.json           wall-clock seconds per stage (kept out of results)
 
 A cell's folder name carries a hash of what determines it (resolved config,
-dataset manifest, code version), so a rerun with other settings never
-mistakes old results for new ones. Cells are independent: ``--shard i/n``
+dataset manifest, and the code: the bytes of every module of the four
+packages), so a rerun with other settings or changed code never mistakes old
+results for new ones. Cells are independent: ``--shard i/n``
 runs cells i, i+n, i+2n, ... of the sorted grid, and shards on separate
 machines can share one run directory.
 """
@@ -26,6 +27,7 @@ machines can share one run directory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -110,10 +112,34 @@ def cell_hash(cell: Cell, config: RunConfig, dataset_manifest_hash: str) -> str:
         "config": to_dict(config),
         "method_params": config.method_params.get(cell.method, {}),
         "dataset": dataset_manifest_hash,
-        "code": bench.__version__,
+        "code": code_fingerprint(),
     }
     text = json.dumps(determining, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+CODE_PACKAGES = ("bench", "methods", "metrics", "downstream")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The code's part of a cell's hash: the version and the source of the four packages.
+
+    It sees uncommitted edits, unlike a version number or a git commit; code of
+    plugin methods is not included.
+    """
+    root = Path(bench.__file__).resolve().parent.parent
+    return source_fingerprint(root, CODE_PACKAGES, salt=bench.__version__)
+
+
+def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") -> str:
+    """SHA-256 over the relative paths and bytes of every ``*.py`` under ``root/package``."""
+    digest = hashlib.sha256(salt.encode())
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def cell_folder(run_dir: Path, cell: Cell, digest: str) -> Path:

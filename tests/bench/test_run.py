@@ -10,7 +10,8 @@ import torch
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
 from bench.report import collect_results, write_report
-from bench.run import DCR_COLUMNS, DCR_FILE, RESULT_COLUMNS, plan_cells, run_benchmark
+from bench.run import (DCR_COLUMNS, DCR_FILE, RESULT_COLUMNS, code_fingerprint, plan_cells,
+                       run_benchmark, source_fingerprint)
 from methods.base import FitReport, Method, SampleResult
 from methods.registry import METHODS, register_method
 
@@ -116,3 +117,17 @@ def test_changed_config_does_not_reuse_old_cells(tmp_path):
     assert len(list((tmp_path / "run" / "cells").iterdir())) == 2
     frame = pd.concat(pd.read_csv(p) for p in (tmp_path / "run" / "cells").glob("*/results.csv"))
     assert np.isfinite(frame["value"].replace([np.inf, -np.inf], np.nan).dropna()).all()
+
+
+def test_an_edit_to_the_code_changes_the_fingerprint(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    module = tmp_path / "pkg" / "sub" / "m.py"
+    module.write_text("x = 1\n")
+    before = source_fingerprint(tmp_path, ("pkg",))
+    assert source_fingerprint(tmp_path, ("pkg",)) == before
+    module.write_text("x = 2\n")
+    edited = source_fingerprint(tmp_path, ("pkg",))
+    assert edited != before
+    module.rename(tmp_path / "pkg" / "sub" / "n.py")
+    assert source_fingerprint(tmp_path, ("pkg",)) not in (before, edited)
+    assert len(code_fingerprint()) == 64
