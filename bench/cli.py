@@ -249,7 +249,7 @@ def _run_config(args: argparse.Namespace):
 
 
 def _run_run(args: argparse.Namespace) -> None:
-    from bench.report import write_report
+    from bench.report import collect_results, summary_table, write_report
     from bench.run import parse_shard, run_benchmark
 
     config = _run_config(args)
@@ -261,6 +261,7 @@ def _run_run(args: argparse.Namespace) -> None:
         for path in write_report(out):
             if path.suffix == ".md" or path.name == "index.html":
                 print(path)
+        print(summary_table(collect_results(out)))
     if any(o.status == "failed" for o in outcomes):
         raise BenchError(f"{sum(o.status == 'failed' for o in outcomes)} cell(s) failed; "
                          f"reasons in {out}/cells/*/failed.json")

@@ -28,6 +28,9 @@ from metrics.robustness import robustness_values, seed_summary, step_robustness
 
 FORMATS = ("md", "csv", "tex", "html")
 SIGNIFICANCE = 0.05
+# What `bench run` prints at its end: a few headline metrics across the groups.
+SUMMARY_METRICS = ("MMD-CD", "COV-CD", "1-NNA-CD", "failure-rate",
+                   "synthetic:completion-dice", "synthetic:align-rot-err-deg")
 
 
 def collect_results(run_dir: Path) -> pd.DataFrame:
@@ -148,8 +151,10 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
         raise BenchError(f"--format: unknown {sorted(unknown)}; allowed: {', '.join(FORMATS)}")
     out_dir = out_dir or run_dir / "report"
     rows = collect_results(run_dir)
-    with atomic_path(run_dir / "results.csv") as tmp:
-        rows.to_csv(tmp, index=False, float_format="%.10g")
+    for target in (run_dir / "results.csv", out_dir / "results.csv"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            rows.to_csv(tmp, index=False, float_format="%.10g")
     steps = steps or int(rows["steps"].max())
     if steps not in set(rows["steps"]):
         raise BenchError(f"--steps {steps}: the run has step budgets "
@@ -171,6 +176,13 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
 
         written.append(write_html(run_dir, out_dir, everything, sections, steps))
     return written
+
+
+def summary_table(rows: pd.DataFrame, steps: int | None = None) -> str:
+    """The headline metrics per method at ``steps`` (default: the largest), as text."""
+    picked = rows[rows["metric"].isin(SUMMARY_METRICS)].assign(group="summary")
+    table = leaderboard(picked, "summary", steps or int(rows["steps"].max()))
+    return render_table(table, picked, "text").to_markdown()
 
 
 def _write_format(path: Path, table: pd.DataFrame, style: str) -> Path:

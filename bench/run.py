@@ -260,7 +260,9 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     cells = plan_cells(list(config.methods), config.seeds, shard)
     if config.downstream.enabled and (shard is None or shard[0] == 1):
         cells = [Cell(REAL_TRAIN, 0)] + cells
-    for cell in tqdm(cells, desc="cells", disable=quiet, unit="cell"):
+    progress = tqdm(cells, desc="cells", disable=quiet, unit="cell")
+    for cell in progress:
+        progress.set_postfix_str(cell.label)
         outcomes.append(run_cell(context, cell))
         if quiet:
             print(f"{cell.label}: {outcomes[-1].status} {outcomes[-1].reason}".rstrip(),
@@ -320,6 +322,8 @@ def _downstream_config(config: RunConfig):
 
 def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
     """Fit, sample at every step budget, decode, evaluate, write rows; or reuse them."""
+    from tqdm import tqdm
+
     from bench.evaluation import evaluate_in_full
     from methods.base import FitConfig, Method
     from methods.registry import create_method
@@ -352,7 +356,9 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
                                                     "final_loss": report.final_loss})
             method.save(method_path)
         frames, dcr_frames = [], []
-        for steps in config.sampling.steps:
+        budgets = tqdm(config.sampling.steps, desc=f"{cell.label} sample+evaluate",
+                       unit="budget", leave=False, disable=context.quiet)
+        for steps in budgets:
             volumes, nfe = _samples(context, method, cell, steps, folder, timings)
             with timed(timings, "evaluate"):
                 evaluation = evaluate_in_full(context.reference, volumes, seed=cell.seed)

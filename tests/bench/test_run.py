@@ -9,7 +9,7 @@ import torch
 
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
-from bench.report import collect_results, write_report
+from bench.report import collect_results, summary_table, write_report
 from bench.run import (DCR_COLUMNS, DCR_FILE, RESULT_COLUMNS, code_fingerprint, plan_cells,
                        run_benchmark, source_fingerprint)
 from methods.base import FitReport, Method, SampleResult
@@ -73,6 +73,10 @@ def test_grid_runs_caches_and_reports(tmp_path):
     summary = rows[rows["metric"] == "DCR-median-generated-Dice"].set_index(
         ["method", "seed", "steps"])["value"]
     np.testing.assert_allclose(medians.sort_index(), summary.sort_index(), rtol=1e-9)
+    summary = summary_table(rows).splitlines()
+    assert "MMD-CD ↓ [mm^2]" in summary[0] and "synthetic:completion-dice ↑" in summary[0]
+    real_train = next(line for line in summary if line.startswith("| real-train"))
+    assert real_train.count("–") == 4  # no samples: no distribution or failure figures
     paths = write_report(out)
     tables = {p.name: p.read_bytes() for p in paths if p.suffix in (".md", ".csv", ".tex")
               and p.name != "timings.csv"}
