@@ -182,7 +182,8 @@ def summary_table(rows: pd.DataFrame, steps: int | None = None) -> str:
     """The headline metrics per method at ``steps`` (default: the largest), as text."""
     picked = rows[rows["metric"].isin(SUMMARY_METRICS)].assign(group="summary")
     table = leaderboard(picked, "summary", steps or int(rows["steps"].max()))
-    return render_table(table, picked, "text").to_markdown()
+    # No mean rank: the references have downstream values only, so it would mislead.
+    return render_table(table, picked, "text").drop(columns="mean rank ↓").to_markdown()
 
 
 def _write_format(path: Path, table: pd.DataFrame, style: str) -> Path:

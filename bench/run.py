@@ -48,8 +48,11 @@ from bench.io import atomic_path, write_json_atomic
 from metrics.base import MetricValue
 from metrics.privacy import PrivacyReport
 
-# The pseudo-method whose downstream rows are the tasks trained on real skulls.
+# Reference pseudo-methods of the downstream stage, run once per run (seed 0): the
+# tasks trained on the real training split (the ceiling), and on samples of the
+# gaussian baseline (the floor) when "gaussian" is not among the run's methods.
 REAL_TRAIN = "real-train"
+GAUSSIAN_FLOOR = "gaussian-floor"
 CELL_FILE = "cell.json"
 DCR_FILE = "dcr.csv"
 DCR_COLUMNS = ["run", "method", "seed", "steps", "set", "dcr"]
@@ -259,7 +262,8 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     outcomes = []
     cells = plan_cells(list(config.methods), config.seeds, shard)
     if config.downstream.enabled and (shard is None or shard[0] == 1):
-        cells = [Cell(REAL_TRAIN, 0)] + cells
+        floor = [] if "gaussian" in config.methods else [Cell(GAUSSIAN_FLOOR, 0)]
+        cells = [Cell(REAL_TRAIN, 0)] + floor + cells
     progress = tqdm(cells, desc="cells", disable=quiet, unit="cell")
     for cell in progress:
         progress.set_postfix_str(cell.label)
@@ -338,8 +342,8 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
         "method": cell.method, "seed": cell.seed,
         "representation": context.representation_path.relative_to(context.folder).as_posix()})
     timings: dict[str, float] = {}
-    if cell.method == REAL_TRAIN:
-        return _real_train_cell(context, cell, folder, timings)
+    if cell.method in (REAL_TRAIN, GAUSSIAN_FLOOR):
+        return _reference_cell(context, cell, folder, timings)
     try:
         method_path = folder / "method.pt"
         if method_path.is_file():
@@ -390,19 +394,36 @@ def _downstream_frame(context: RunContext, cell: Cell, steps: int, nfe: int,
     return result_rows(context.name, cell, steps, nfe, values)
 
 
-def _real_train_cell(context: RunContext, cell: Cell, folder: Path,
-                     timings: dict[str, float]) -> CellOutcome:
-    """The downstream ceiling: tasks trained on the real training split (once per run)."""
-    from downstream.protocol import real_rows
+def _reference_cell(context: RunContext, cell: Cell, folder: Path,
+                    timings: dict[str, float]) -> CellOutcome:
+    """Downstream rows of a reference: the real training split, or the gaussian floor.
 
+    Its rows are named like a method's ``synthetic:*`` rows, so that the
+    reference sits in the same leaderboard columns as the methods it frames.
+    """
+    from downstream.protocol import gaussian_rows, real_rows
+    from methods.base import FitConfig
+    from methods.registry import create_method
+
+    config = context.config
+    steps = config.downstream.steps or max(config.sampling.steps)
     try:
         with timed(timings, "downstream"):
-            rows = real_rows(context.real_train, context.real_test, cell.seed, context.downstream)
-        steps = context.config.downstream.steps or max(context.config.sampling.steps)
+            if cell.method == REAL_TRAIN:
+                rows = real_rows(context.real_train, context.real_test, cell.seed,
+                                 context.downstream)
+            else:
+                gaussian = create_method("gaussian")
+                gaussian.fit(context.train_latents, context.val_latents,
+                             FitConfig(backbone=config.backbone, train=config.train), cell.seed,
+                             context.device)
+                samples = gaussian.sample(config.sampling.n_samples, steps, cell.seed,
+                                          context.device).samples
+                rows = gaussian_rows(context.representation.decode(samples.cpu()),
+                                     context.real_test, cell.seed, context.downstream)
         values = [dataclasses.replace(value, name=f"synthetic:{value.name}")
                   for _, value in rows]
-        save_results(folder / "results.csv",
-                     result_rows(context.name, cell, steps, 0, values))
+        save_results(folder / "results.csv", result_rows(context.name, cell, steps, 0, values))
     except (BenchError, RuntimeError, ValueError) as error:
         return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
     finally:

@@ -7,8 +7,8 @@ other sets gives the reference rows:
     training set      trained on                                   computed
     synthetic         the method's samples                         per cell
     real+synthetic    the real training split and the samples      per cell
-    real              the real training split (the ceiling)        once per seed
-    gaussian          the gaussian baseline's samples (the floor)  once per seed
+    real              the real training split (the ceiling)        once per run
+    gaussian          the gaussian baseline's samples (the floor)  once per run
 
 Every function returns ``(training_set, MetricValue)`` pairs; the caller adds
 run, method, seed and steps to make result rows. The test skulls are the

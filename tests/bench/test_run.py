@@ -135,3 +135,20 @@ def test_an_edit_to_the_code_changes_the_fingerprint(tmp_path):
     module.rename(tmp_path / "pkg" / "sub" / "n.py")
     assert source_fingerprint(tmp_path, ("pkg",)) not in (before, edited)
     assert len(code_fingerprint()) == 64
+
+
+def test_downstream_references_frame_the_methods(tmp_path):
+    config = load_config("ci", TINY + ["methods=[train-copy]", "seeds=1"])
+    outcomes = run_benchmark(config, tmp_path / "run", quiet=True)
+    assert [o.cell.label for o in outcomes] == ["real-train-s0", "gaussian-floor-s0",
+                                                "train-copy-s0"]
+    rows = collect_results(tmp_path / "run")
+    for reference in ("real-train", "gaussian-floor"):
+        own = rows[rows["method"] == reference]
+        assert set(own["group"]) == {"downstream"}
+        assert own["metric"].str.startswith("synthetic:").all()
+        assert "synthetic:completion-dice" in set(own["metric"])
+    # With gaussian among the methods, its own cells are the floor.
+    with_gaussian = load_config("ci", TINY + ["methods=[gaussian]", "seeds=1"])
+    labels = [o.cell.label for o in run_benchmark(with_gaussian, tmp_path / "g", quiet=True)]
+    assert labels == ["real-train-s0", "gaussian-s0"]
