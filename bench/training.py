@@ -61,7 +61,8 @@ class TrainConfig:
         learning_rate: peak AdamW learning rate, reached at the end of warm-up.
         weight_decay: AdamW's decoupled weight decay.
         warmup_steps: steps of linear warm-up before the cosine decay.
-        ema_decay: EMA weight of the old average per step, in [0, 1].
+        ema_decay: EMA weight of the old average per step, in [0, 1], reached after a
+            warm-up (see :func:`ema_decay_at`).
         grad_clip: largest global gradient norm; 0 turns clipping off.
         mixed_precision: bfloat16 autocast on CUDA (ignored on CPU).
         checkpoint_every: steps between checkpoints; 0 writes none.
@@ -184,6 +185,19 @@ def warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay of the update after optimiser step ``step`` (counted from 0).
+
+    ``min(decay, (1 + step) / (10 + step))``, the warm-up of TensorFlow's
+    ExponentialMovingAverage (``num_updates``): the first updates mostly take
+    the new weights, so the random initialisation is forgotten. Without it,
+    0.999^2000 = 13.5 % of the initial weights remained in the quick preset's
+    EMA, and DDPM, whose x0 prediction divides epsilon's error by
+    sqrt(alpha_bar_T) ~ 0.006, drew latents 15 times the data's norm.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def update_ema(averaged: list[torch.Tensor], current: list[torch.Tensor], decay: float) -> None:
     """EMA step ``a <- decay * a + (1 - decay) * c`` for every pair, in one fused call."""
@@ -296,7 +310,7 @@ class _Loop:
                 norm = clip_gradients_(params, max_norm, lazy=lazy_clip)
                 self.optimiser.step()
                 self.schedule.step()
-                update_ema(ema_params, params, config.ema_decay)
+                update_ema(ema_params, params, ema_decay_at(step, config.ema_decay))
                 if buffers:
                     torch._foreach_copy_(ema_buffers, buffers)
                 pending += (loss.detach().float().reshape(()), norm)

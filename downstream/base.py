@@ -27,6 +27,8 @@ import torch
 
 from bench.data.dataset import SkullDataset
 from bench.errors import BenchError
+from bench.registry import Registry
+from bench.representations.base import as_binary_volumes
 from bench.params import with_overrides
 from metrics.base import MetricValue
 
@@ -89,7 +91,10 @@ class Task(ABC):
             seed: seeds every random draw of training.
             device: where networks train (tasks without one ignore it).
         """
-        volumes = _check_volumes(self.name, volumes)
+        try:
+            volumes = as_binary_volumes(volumes)
+        except BenchError as error:
+            raise BenchError(f"task {self.name!r}: training {error}") from None
         if not np.isfinite(voxel_size_mm) or voxel_size_mm <= 0:
             raise BenchError(f"task {self.name!r}: voxel_size_mm must be a positive number, "
                              f"got {voxel_size_mm!r}")
@@ -143,20 +148,6 @@ class Task(ABC):
         """Metric name -> value on ``test``; called only after train."""
 
 
-def _check_volumes(task: str, volumes: np.ndarray) -> np.ndarray:
-    if isinstance(volumes, torch.Tensor):
-        volumes = volumes.detach().cpu().numpy()
-    volumes = np.asarray(volumes)
-    if volumes.ndim != 4 or len(set(volumes.shape[1:])) != 1 or len(volumes) == 0:
-        raise BenchError(f"task {task!r}: training volumes must be a non-empty array of shape "
-                         f"(N, R, R, R), got {volumes.shape}")
-    if volumes.dtype != bool:
-        if not np.isin(volumes, (0, 1)).all():
-            raise BenchError(f"task {task!r}: training volumes must be binary (0/1 or bool)")
-        volumes = volumes.astype(bool)
-    return volumes
-
-
 def check_choice(task: str, field: str, value: object, allowed: tuple[str, ...]) -> None:
     """Raise BenchError unless ``value`` is one of ``allowed``."""
     if value not in allowed:
@@ -183,36 +174,20 @@ def check_positive(task: str, **values: float) -> None:
 
 # ----------------------------------------------------------------------------- registry
 
-TASKS: dict[str, type[Task]] = {}
+REGISTRY: Registry[type[Task]] = Registry("downstream task", Task)
+TASKS = REGISTRY.classes
 """Registered tasks by name; fill it with :func:`register_task`."""
 T = TypeVar("T", bound=type[Task])
 
 
 def register_task(name: str) -> Callable[[T], T]:
     """Class decorator: register a :class:`Task` subclass under ``name``."""
-
-    def decorate(cls: T) -> T:
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise BenchError(f"register_task({name!r}): {cls!r} is not a subclass of "
-                             f"downstream.base.Task")
-        if name in TASKS and TASKS[name] is not cls:
-            raise BenchError(f"task name {name!r} is already registered by "
-                             f"{TASKS[name].__module__}.{TASKS[name].__qualname__}")
-        cls.name = name
-        TASKS[name] = cls
-        return cls
-
-    return decorate
+    return REGISTRY.decorator(name)
 
 
 def get_task(name: str) -> type[Task]:
     """The class registered as ``name``; an unknown name lists the valid ones."""
-    if name not in TASKS:
-        close = difflib.get_close_matches(str(name), TASKS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise BenchError(f"unknown downstream task {name!r}; registered: "
-                         f"{', '.join(sorted(TASKS))}{hint}")
-    return TASKS[name]
+    return REGISTRY.get(name)
 
 
 def create_task(name: str, **params: Any) -> Task:

@@ -128,7 +128,10 @@ class ResidualMLP(nn.Module):
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
                           nn.Linear(width, width)) for _ in range(depth))
-        self.output = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
+        # No normalisation before the output: a LayerNorm there discards each row's scale,
+        # so the network could not represent epsilon ~ x_t at high noise, and DDPM's x0
+        # prediction (that error divided by sqrt(alpha_bar) ~ 0.006) blew samples up.
+        self.output = nn.Linear(width, dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, dim), t (B,) in [0, 1] -> (B, dim)."""

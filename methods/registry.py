@@ -11,7 +11,6 @@ either way the class goes through the same decorator and checks.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import inspect
 import re
@@ -19,10 +18,14 @@ from importlib.metadata import entry_points
 from typing import Callable, TypeVar
 
 from bench.errors import BenchError
+from bench.registry import Registry
 from methods.base import Method, Params
 
 ENTRY_POINT_GROUP = "bench.methods"
-METHODS: dict[str, type[Method]] = {}
+REGISTRY: Registry[type[Method]] = Registry(
+    "method", Method, unknown_hint=f" (third-party methods: --plugin MODULE or the "
+                                   f"{ENTRY_POINT_GROUP!r} entry point group)")
+METHODS = REGISTRY.classes
 M = TypeVar("M", bound=type[Method])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -39,45 +42,31 @@ def register_method(name: str) -> Callable[[M], M]:
     if not isinstance(name, str) or not _NAME.match(name):
         raise BenchError(f"register_method({name!r}): a method name is letters, digits, '.', "
                          f"'_' and '-', starting with a letter or digit")
+    return REGISTRY.decorator(name, _check_method)
 
-    def decorate(cls: M) -> M:
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise BenchError(f"register_method({name!r}): {cls!r} is not a subclass of "
-                             f"methods.base.Method")
-        if inspect.isabstract(cls):
-            missing = ", ".join(sorted(cls.__abstractmethods__))
-            raise BenchError(f"register_method({name!r}): {cls.__qualname__} does not "
-                             f"implement {missing}")
-        params = cls.Params
-        if not (isinstance(params, type) and issubclass(params, Params)
-                and dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):
-            raise BenchError(f"register_method({name!r}): {cls.__qualname__}.Params must be a "
-                             f"frozen dataclass subclassing methods.base.Params")
-        if name in METHODS and METHODS[name] is not cls:
-            raise BenchError(f"method name {name!r} is already registered by "
-                             f"{METHODS[name].__module__}.{METHODS[name].__qualname__}")
-        aliases = [key for key, value in METHODS.items() if value is cls and key != name]
-        if aliases:
-            raise BenchError(f"register_method({name!r}): {cls.__qualname__} is already "
-                             f"registered as {aliases[0]!r}; one class has one name")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
 
-    return decorate
+def _check_method(name: str, cls: type[Method]) -> None:
+    """What a method class must be beyond a Method subclass with a free name."""
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise BenchError(f"register_method({name!r}): {cls.__qualname__} does not "
+                         f"implement {missing}")
+    params = cls.Params
+    if not (isinstance(params, type) and issubclass(params, Params)
+            and dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):
+        raise BenchError(f"register_method({name!r}): {cls.__qualname__}.Params must be a "
+                         f"frozen dataclass subclassing methods.base.Params")
+    aliases = [key for key, value in METHODS.items() if value is cls and key != name]
+    if aliases:
+        raise BenchError(f"register_method({name!r}): {cls.__qualname__} is already "
+                         f"registered as {aliases[0]!r}; one class has one name")
 
 
 def get_method(name: str) -> type[Method]:
     """The class registered as ``name``; an unknown name lists the valid ones."""
     if name not in METHODS:
         load_entry_points()
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, METHODS, n=1, cutoff=0.0)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise BenchError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}"
-                         f"{hint} (third-party methods: --plugin MODULE or the "
-                         f"{ENTRY_POINT_GROUP!r} entry point group)")
-    return METHODS[name]
+    return REGISTRY.get(name)
 
 
 def create_method(name: str, **params: object) -> Method:

@@ -19,14 +19,7 @@ from methods.backbones import BackboneConfig, build_backbone
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy machine spinning
-    OpenMP workers make them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def flow_loss(network, batch, generator):
@@ -122,14 +115,17 @@ def test_loop_ema_is_the_average_of_the_trained_weights():
         seen.append(net.weight.item())          # p_k, the weight before step k
         return (net.weight.squeeze() - batch.mean()).square()
 
-    config = toy_config(steps=12, ema_decay=0.8, grad_clip=0.0)
+    config = toy_config(steps=40, ema_decay=0.8, grad_clip=0.0)
     result = train_network(network, loss, torch.full((8, 1), 5.0), config, 0, "cpu", "toy")
     weights = seen + [network.weight.item()]
-    n, decay = config.steps, config.ema_decay
-    closed = decay**n * weights[0] + sum((1 - decay) * decay**(n - k) * weights[k]
-                                         for k in range(1, n + 1))
-    assert len(set(weights)) == n + 1           # the weight moved every step
-    assert result.ema.weight.item() == pytest.approx(closed, rel=1e-5)
+    # a_0 = p_0; a_k = d_k a_(k-1) + (1 - d_k) p_k with d_k = min(0.8, k / (9 + k)).
+    decays = [min(config.ema_decay, k / (9 + k)) for k in range(1, config.steps + 1)]
+    assert decays[0] == pytest.approx(0.1) and decays[-1] == 0.8  # warm-up, then the decay
+    expected = weights[0]
+    for decay, weight in zip(decays, weights[1:]):
+        expected = decay * expected + (1 - decay) * weight
+    assert len(set(weights)) == config.steps + 1   # the weight moved every step
+    assert result.ema.weight.item() == pytest.approx(expected, rel=1e-5)
     assert not result.ema.weight.requires_grad
 
 

@@ -1,9 +1,37 @@
-"""Known low-dimensional distributions that every deep method must learn."""
+"""Known low-dimensional distributions that every deep method must learn; registry isolation."""
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import ot
 import pytest
 import torch
+
+from methods import registry
+
+
+@contextlib.contextmanager
+def _isolated_methods() -> Iterator[dict]:
+    """The method registry as it is now, restored on exit; toy_plugin imports afresh."""
+    saved = dict(registry.METHODS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(Path(__file__).parent))
+        patch.delitem(sys.modules, "toy_plugin", raising=False)
+        try:
+            yield registry.METHODS
+        finally:
+            sys.modules.pop("toy_plugin", None)
+            registry.METHODS.clear()
+            registry.METHODS.update(saved)
+
+
+@pytest.fixture(scope="session")
+def isolated_methods():
+    """A context manager: inside it, registrations (and toy_plugin) are undone on exit."""
+    return _isolated_methods
 
 
 def eight_gaussians(n: int, seed: int) -> torch.Tensor:

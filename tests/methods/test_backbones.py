@@ -11,12 +11,7 @@ TINY_UNET = BackboneConfig(unet_channels=(8, 16), unet_attention=(False, True),
                            unet_res_blocks=1, unet_head_channels=8, unet_norm_groups=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def perturb(module, seed=0):
@@ -40,7 +35,7 @@ def test_mlp_keeps_the_shape_and_has_the_closed_form_parameter_count():
     assert out.shape == (7, dim)
     time = embedding * width + width + width * width + width
     block = 2 * width + 2 * (width * width + width)          # LayerNorm, two Linear
-    expected = time + (dim * width + width) + depth * block + (2 * width + width * dim + dim)
+    expected = time + (dim * width + width) + depth * block + (width * dim + dim)
     assert parameter_count(network) == expected
 
 
@@ -119,3 +114,21 @@ def test_bad_backbone_settings_are_refused(shape, config, message):
 def test_default_unet_config_builds_at_32_cubed():
     network = build_backbone((1, 32, 32, 32), BackboneConfig(), seed=0)
     assert parameter_count(network) > 100_000
+
+
+def test_mlp_can_be_the_identity_at_any_scale():
+    """DDPM's epsilon ~ x_t at high noise needs each row's scale, which a normalisation
+    before the output would discard: with the blocks switched off and input and output
+    inverse linear maps, the network is exactly the identity."""
+    dim, width = 4, 8
+    network = build_backbone((dim,), BackboneConfig(width=width, depth=2, time_embedding=8))
+    with torch.no_grad():
+        for block in network.blocks:
+            block[-1].weight.zero_()
+            block[-1].bias.zero_()
+        network.input.weight.copy_(torch.eye(width, dim))
+        network.input.bias.zero_()
+        network.output.weight.copy_(torch.eye(dim, width))
+        network.output.bias.zero_()
+    x = torch.randn(6, dim) * torch.tensor([[0.1], [1.0], [3.0], [10.0], [0.5], [2.0]])
+    torch.testing.assert_close(network(x, torch.rand(6)), x)

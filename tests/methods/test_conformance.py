@@ -10,8 +10,6 @@ through exactly the same checks. Budgets are tiny: the point is the contract
 
 import dataclasses
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -41,15 +39,11 @@ SEED = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def toy_plugin_loaded():
-    """Load the toy plugin into a copy of the registry, for this module only."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "METHODS", dict(registry.METHODS))
-        patch.syspath_prepend(str(Path(__file__).parent))
-        patch.delitem(sys.modules, "toy_plugin", raising=False)
+def toy_plugin_loaded(isolated_methods):
+    """Load the toy plugin into the registry, for this module only."""
+    with isolated_methods():
         registry.load_plugin("toy_plugin")
         yield
-        sys.modules.pop("toy_plugin", None)
         _fitted.cache_clear()
 
 

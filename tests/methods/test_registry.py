@@ -1,10 +1,8 @@
 """The method registry: checks on registration, lookup errors, plugins, entry points, bench list."""
 
 import json
-import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,17 +13,12 @@ from bench.errors import BenchError
 from methods import registry
 from methods.base import FitReport, Method, Params, SampleResult
 
-HERE = Path(__file__).parent
-
 
 @pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    """Each test gets a copy of the registry and imports toy_plugin afresh."""
-    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.delitem(sys.modules, "toy_plugin", raising=False)
-    yield registry.METHODS
-    sys.modules.pop("toy_plugin", None)
+def isolated_registry(isolated_methods):
+    """Each test starts from the built-in registry and imports toy_plugin afresh."""
+    with isolated_methods() as methods_now:
+        yield methods_now
 
 
 @dataclass(frozen=True)

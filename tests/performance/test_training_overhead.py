@@ -15,25 +15,17 @@ import torch
 
 from bench.training import TrainConfig, train_network
 from methods.backbones import BackboneConfig, build_backbone
+from methods.flow_matching import ConstantNoisePath, FlowMatchingLoss, IndependentCoupling
 
 DIM, BATCH = 64, 256
 BACKBONE = BackboneConfig(kind="mlp", width=256, depth=4, time_embedding=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The same thread count for both loops (and for every run of the benchmark)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def flow_loss(network, batch, generator):
-    x_0 = torch.randn(batch.shape, generator=generator)
-    t = torch.rand(len(batch), generator=generator)
-    x_t = (1 - t[:, None]) * x_0 + t[:, None] * batch
-    return (network(x_t, t) - (batch - x_0)).square().mean()
+# cfm's loss: independent pairs on the straight path (the bare loop uses it too).
+flow_loss = FlowMatchingLoss(ConstantNoisePath(0.0), IndependentCoupling())
 
 
 def training_data():
