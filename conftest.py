@@ -1,4 +1,9 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder.
+
+It sits at the repository root, not in tests/: a conftest.py in tests/ would put that
+folder on sys.path, where tests/bench, tests/methods, ... would shadow the packages of the
+same names as namespace packages under an editable install.
+"""
 
 import pytest
 import torch
