@@ -8,9 +8,9 @@ solver and records, in ``extra_info``, the median training step measured in
 the same process and the ratio of the two.
 
 Measured on the idle 2-core development machine (two torch threads,
-OMP_WAIT_POLICY=PASSIVE): training step 19.2 ms (min) / 20.5 ms (median);
-coupling by ``lapx``'s ``lapjvh`` 1.05 / 1.42 ms (ratio 0.07), by ``ot.emd``
-6.0 / 6.8 ms (0.33). ``lap.lapjv``, used before, was 2.0 / 3.2 ms (0.10 to
+OMP_WAIT_POLICY=PASSIVE): training step 19.3 ms (min) / 20.3 ms (median);
+coupling by ``lapx``'s ``lapjvh`` 1.19 / 1.57 ms (ratio 0.06 to 0.08), by
+``ot.emd`` 6.1 / 6.8 ms (0.31 to 0.35). ``lap.lapjv``, used before, was 2.0 / 3.2 ms (0.10 to
 0.15) and scipy's ``linear_sum_assignment`` about 0.16.
 """
 
