@@ -8,8 +8,9 @@ confidence interval of the mean from Student's t distribution with n - 1
 degrees of freedom: mean +- t(0.975, n - 1) * sd / sqrt(n). With one seed the
 interval is undefined (NaN), never zero.
 
-Over step budgets, per method and metric, the curve of the seed-mean against
-the mean NFE, and from it:
+Over step budgets, per method and metric measured at two or more budgets (a
+metric scored at one budget only, such as a downstream task, has no curve),
+the curve of the seed-mean against the mean NFE, and from it:
 
 - ``NFE-to-5%``: the smallest NFE whose value is within 5 % of the method's
   best value on the curve (|value - best| <= 0.05 |best|), in NFE;
@@ -85,12 +86,17 @@ def max_step_change(nfe: np.ndarray, values: np.ndarray) -> float:
 def step_robustness(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (method, metric): NFE-to-5 % and max-step-change from the seed-mean curve.
 
+    Only curves of at least two step budgets count: at one budget both figures
+    would be trivially perfect (the one NFE, no change), which no method earned.
+
     Returns a frame with columns method, metric, unit, nfe_to_within,
     max_step_change, ready to become robustness rows.
     """
     summary = seed_summary(rows)
     records = []
     for (method, metric), curve in summary.groupby(["method", "metric"], sort=True):
+        if curve["steps"].nunique() < 2:
+            continue
         higher = bool(curve["higher_is_better"].iloc[0])
         records.append({
             "method": method, "metric": metric, "unit": curve["unit"].iloc[0],

@@ -60,3 +60,12 @@ def test_step_robustness_uses_seed_means_and_makes_robustness_values():
     values = robustness_values(table, "m")
     assert {v.name for v in values} == {"MMD-CD:NFE-to-5%", "MMD-CD:max-step-change"}
     assert all(v.group == "robustness" and not v.higher_is_better for v in values)
+
+
+def test_metric_of_one_step_budget_has_no_step_robustness():
+    # A downstream score exists at the largest budget only: NFE-to-5 % would be that
+    # budget and the change zero, a perfect score that says nothing.
+    frame = pd.concat([rows({1: [9.0, 8.0], 20: [2.0, 2.1]}),
+                       rows({20: [0.8, 0.9]}, metric="synthetic:completion-dice", higher=True)])
+    table = step_robustness(frame)
+    assert list(table["metric"]) == ["MMD-CD"]
