@@ -254,10 +254,12 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
                   quiet: bool = False) -> list[CellOutcome]:
     """Run (or resume) every cell of this shard; returns what happened to each.
 
-    A cell that fails is recorded with its reason and the others go on.
+    A cell that fails is recorded with its reason and the others go on; an
+    unknown method or hyperparameter is refused before any work starts.
     """
     from tqdm import tqdm
 
+    check_methods(config)
     context = prepare_run(config, out_dir, quiet)
     outcomes = []
     cells = plan_cells(list(config.methods), config.seeds, shard)
@@ -272,6 +274,15 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
             print(f"{cell.label}: {outcomes[-1].status} {outcomes[-1].reason}".rstrip(),
                   flush=True)
     return outcomes
+
+
+def check_methods(config: RunConfig) -> None:
+    """Build every method of the run once, so that a misspelt name or hyperparameter is
+    a :class:`BenchError` now, not after the cells before it have trained for minutes."""
+    from methods.registry import create_method
+
+    for name in config.methods:
+        create_method(name, **config.method_params.get(name, {}))
 
 
 def prepare_run(config: RunConfig, out_dir: Path, quiet: bool) -> RunContext:

@@ -9,6 +9,7 @@ import torch
 
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
+from bench.errors import BenchError
 from bench.report import collect_results, summary_table, write_report
 from bench.run import (DCR_COLUMNS, DCR_FILE, RESULT_COLUMNS, code_fingerprint, plan_cells,
                        run_benchmark, source_fingerprint)
@@ -98,6 +99,18 @@ def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, nan_method):
     assert outcomes["gaussian-s0"].status == "done"
     failure = next((tmp_path / "run" / "cells").glob("nan-sampler-s0-*/failed.json"))
     assert "NaN" in json.loads(failure.read_text())["reason"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("methods=[gaussian, ddmp]", "did you mean 'ddpm'"),
+    ("method_params={gaussian: {ridge: -1}}", "ridge"),
+])
+def test_unknown_method_or_hyperparameter_is_refused_before_any_cell(tmp_path, override,
+                                                                      message):
+    config = load_config("ci", TINY + [override, "seeds=1"])
+    with pytest.raises(BenchError, match=message):
+        run_benchmark(config, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_shards_split_the_grid_and_merge_into_one_run(tmp_path):
