@@ -105,8 +105,8 @@ def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, nan_method):
     ("methods=[gaussian, ddmp]", "did you mean 'ddpm'"),
     ("method_params={gaussian: {ridge: -1}}", "ridge"),
 ])
-def test_unknown_method_or_hyperparameter_is_refused_before_any_cell(tmp_path, override,
-                                                                      message):
+def test_unknown_method_or_hyperparameter_is_refused_before_any_cell(
+        tmp_path, override, message):
     config = load_config("ci", TINY + [override, "seeds=1"])
     with pytest.raises(BenchError, match=message):
         run_benchmark(config, tmp_path / "run", quiet=True)
