@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import time
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,7 +47,7 @@ class FlowParams(Params):
             solvers always evaluate this many rows, padding the last batch).
     """
 
-    solver: str = "euler"
+    solver: str = field(default="euler", metadata={"choices": tuple(STAGES)})
     atol: float = 1e-5
     rtol: float = 1e-5
     sample_batch_size: int = 512

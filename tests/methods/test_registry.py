@@ -249,6 +249,7 @@ def test_bench_list_shows_methods_representations_and_datasets(monkeypatch, tmp_
         assert f"  {name} " in listed_methods and cls.description in listed_methods
     assert "schedule=linear: str (linear|cosine)" in listed_methods
     assert "sampler=ddim: str (ddim|ancestral)" in listed_methods
+    assert "solver=euler: str (euler|midpoint|heun2|heun3|rk4|dopri5)" in listed_methods
     assert "ridge=1e-06: float" in listed_methods
     assert "pca" in rest and "n_components=64: int" in rest and "voxel" in rest
     listed_datasets = rest.split("datasets:")[1]
