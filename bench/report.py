@@ -22,7 +22,7 @@ from scipy import stats
 
 from bench.errors import BenchError
 from bench.io import atomic_path
-from bench.run import RESULT_COLUMNS
+from bench.run import RESULT_COLUMNS, planned_cell_folders
 from metrics.base import GROUPS
 from metrics.robustness import robustness_values, seed_summary, step_robustness
 
@@ -39,8 +39,9 @@ ROBUSTNESS_METRICS = ("MMD-CD", "COV-CD", "1-NNA-CD", "KMMD-pca", "Dice-nearest-
 
 
 def collect_results(run_dir: Path) -> pd.DataFrame:
-    """Merge every finished cell's rows (all shards) into one sorted table."""
-    files = sorted((run_dir / "cells").glob("*/results.csv"))
+    """Merge the rows of every finished cell of the run's plan (all shards) into one
+    sorted table; cells of an earlier configuration or code version are left out."""
+    files = cell_files(run_dir, "results.csv")
     if not files:
         raise BenchError(f"{run_dir}: no finished cells (cells/*/results.csv); run "
                          f"`bench run --out {run_dir}` first")
@@ -50,6 +51,12 @@ def collect_results(run_dir: Path) -> pd.DataFrame:
         raise BenchError(f"{run_dir}: results lack columns {sorted(missing)}")
     return rows.sort_values(["method", "seed", "steps", "group", "metric"],
                             kind="stable").reset_index(drop=True)
+
+
+def cell_files(run_dir: Path, name: str) -> list[Path]:
+    """File ``name`` of each cell in the run's plan that has it."""
+    return [folder / name for folder in planned_cell_folders(run_dir)
+            if (folder / name).is_file()]
 
 
 def with_robustness(rows: pd.DataFrame, steps: int) -> pd.DataFrame:
@@ -208,7 +215,7 @@ def _write_format(path: Path, table: pd.DataFrame, style: str) -> Path:
 
 def _write_timings(run_dir: Path, out_dir: Path) -> Path:
     records = []
-    for path in sorted((run_dir / "cells").glob("*/timings.json")):
+    for path in cell_files(run_dir, "timings.json"):
         for stage, seconds in json.loads(path.read_text()).items():
             records.append({"cell": path.parent.name, "stage": stage, "seconds": seconds})
     target = out_dir / "timings.csv"

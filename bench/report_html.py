@@ -93,9 +93,10 @@ def _seed_strips(rows: pd.DataFrame, out_dir: Path) -> list[str]:
 
 def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
     """Density histograms of DCRs per method at ``steps``, beside the held-out skulls' DCRs."""
+    from bench.report import cell_files
     from bench.run import DCR_FILE
 
-    files = sorted((run_dir / "cells").glob(f"*/{DCR_FILE}"))
+    files = cell_files(run_dir, DCR_FILE)
     if not files:
         return None
     rows = pd.concat([pd.read_csv(path) for path in files], ignore_index=True)
@@ -120,10 +121,11 @@ def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
 def _gallery(run_dir: Path, out_dir: Path, steps: int) -> str | None:
     """Rendered samples of each method (its first cell) beside real reference skulls."""
     from bench.data.preview import OBLIQUE, extract_surface, render
+    from bench.report import cell_files
     from bench.run import load_samples
 
     sets = {}
-    for path in sorted((run_dir / "cells").glob(f"*/samples-steps{steps}.npz")):
+    for path in cell_files(run_dir, f"samples-steps{steps}.npz"):
         method = path.parent.name.rsplit("-s", 1)[0]
         sets.setdefault(method, load_samples(path)[0][:4])
     real = run_dir / "shared" / "reference-examples.npz"

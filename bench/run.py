@@ -4,6 +4,7 @@ Run directory::
 
     RUN/config.yaml            resolved configuration (with --methods, --seeds)
     RUN/environment.json       package versions, git commit, device, threads
+    RUN/plan.json              the cell folders of this configuration (the report reads these)
     RUN/shared/                the fitted representation and the reference set's cache
     RUN/cells/METHOD-sSEED-HASH/
         checkpoints/           training checkpoints (resume point)
@@ -21,7 +22,11 @@ dataset manifest, and the code: the bytes of every module of the four
 packages), so a rerun with other settings or changed code never mistakes old
 results for new ones. Cells are independent: ``--shard i/n``
 runs cells i, i+n, i+2n, ... of the sorted grid, and shards on separate
-machines can share one run directory.
+machines can share one run directory. Every invocation writes ``plan.json``,
+the folders of the whole grid under the current configuration and code, and
+reports read only those: cells left behind by an earlier configuration or
+code version in the same run directory are kept on disk but never mixed into
+the leaderboards.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from metrics.privacy import PrivacyReport
 REAL_TRAIN = "real-train"
 GAUSSIAN_FLOOR = "gaussian-floor"
 CELL_FILE = "cell.json"
+PLAN_FILE = "plan.json"
 DCR_FILE = "dcr.csv"
 DCR_COLUMNS = ["run", "method", "seed", "steps", "set", "dcr"]
 RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "group", "metric", "value",
@@ -147,6 +153,29 @@ def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") ->
 
 def cell_folder(run_dir: Path, cell: Cell, digest: str) -> Path:
     return run_dir / "cells" / f"{cell.label}-{digest}"
+
+
+def write_plan(run_dir: Path, cells: list[Cell], config: RunConfig,
+               dataset_manifest_hash: str) -> None:
+    """Record the folders of every cell of the grid (all shards) in ``plan.json``."""
+    names = [cell_folder(run_dir, cell, cell_hash(cell, config, dataset_manifest_hash)).name
+             for cell in cells]
+    write_json_atomic(run_dir / PLAN_FILE, {"cells": names})
+
+
+def planned_cell_folders(run_dir: Path) -> list[Path]:
+    """The cell folders of the run's current plan, finished or not, in grid order."""
+    path = run_dir / PLAN_FILE
+    try:
+        names = json.loads(path.read_text())["cells"]
+    except FileNotFoundError:
+        raise BenchError(f"{path}: missing; {run_dir} is not the folder of a `bench run`, or "
+                         f"it predates plans: rerun `bench run --out {run_dir}` with the same "
+                         f"settings (finished cells are reused)") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise BenchError(f"{path}: unreadable ({error}); rerun `bench run --out {run_dir}` "
+                         f"to write it again") from error
+    return [run_dir / "cells" / name for name in names]
 
 
 def result_rows(run_name: str, cell: Cell, steps: int, nfe: int,
@@ -261,11 +290,13 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
 
     check_methods(config)
     context = prepare_run(config, out_dir, quiet)
+    references = reference_cells(config)
+    write_plan(out_dir, references + plan_cells(list(config.methods), config.seeds), config,
+               context.dataset_hash)
     outcomes = []
     cells = plan_cells(list(config.methods), config.seeds, shard)
-    if config.downstream.enabled and (shard is None or shard[0] == 1):
-        floor = [] if "gaussian" in config.methods else [Cell(GAUSSIAN_FLOOR, 0)]
-        cells = [Cell(REAL_TRAIN, 0)] + floor + cells
+    if shard is None or shard[0] == 1:
+        cells = references + cells
     progress = tqdm(cells, desc="cells", disable=quiet, unit="cell")
     for cell in progress:
         progress.set_postfix_str(cell.label)
@@ -274,6 +305,15 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
             print(f"{cell.label}: {outcomes[-1].status} {outcomes[-1].reason}".rstrip(),
                   flush=True)
     return outcomes
+
+
+def reference_cells(config: RunConfig) -> list[Cell]:
+    """The downstream references of a run (run by shard 1): the real training split, and
+    the gaussian floor unless ``gaussian`` is among the methods; none without downstream."""
+    if not config.downstream.enabled:
+        return []
+    floor = [] if "gaussian" in config.methods else [Cell(GAUSSIAN_FLOOR, 0)]
+    return [Cell(REAL_TRAIN, 0)] + floor
 
 
 def check_methods(config: RunConfig) -> None:

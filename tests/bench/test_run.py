@@ -132,8 +132,18 @@ def test_changed_config_does_not_reuse_old_cells(tmp_path):
                              tmp_path / "run", quiet=True)
     assert [o.status for o in outcomes] == ["done"]
     assert len(list((tmp_path / "run" / "cells").iterdir())) == 2
-    frame = pd.concat(pd.read_csv(p) for p in (tmp_path / "run" / "cells").glob("*/results.csv"))
-    assert np.isfinite(frame["value"].replace([np.inf, -np.inf], np.nan).dropna()).all()
+    # The old cell stays on disk, but the report reads the current plan's cell only.
+    rows = collect_results(tmp_path / "run")
+    assert len(rows[(rows["metric"] == "MMD-CD") & (rows["steps"] == 1)]) == 1
+    write_report(tmp_path / "run", formats=("md",))
+    timings = pd.read_csv(tmp_path / "run" / "report" / "timings.csv")
+    assert timings["cell"].nunique() == 1
+
+
+def test_report_of_a_folder_without_a_plan_says_how_to_make_one(tmp_path):
+    (tmp_path / "run" / "cells" / "otfm-s0-abc").mkdir(parents=True)
+    with pytest.raises(BenchError, match="plan.json: missing.*bench run --out"):
+        collect_results(tmp_path / "run")
 
 
 def test_an_edit_to_the_code_changes_the_fingerprint(tmp_path):
