@@ -5,7 +5,7 @@
     bench list
     bench run [--methods otfm,ddpm] [--seeds 5] [--config PRESET_OR_FILE] [--steps 1,2,5]
               [--dataset NAME] [--out runs/NAME] [--device cpu|cuda] [--shard i/n]
-              [--set key.path=value] [--quiet]
+              [--jobs N] [--set key.path=value] [--quiet]
     bench report RUN_DIR [--format md,csv,tex,html] [--out DIR]
     bench sample CHECKPOINT -n N --steps S --out DIR --format nifti|nrrd|stl [--seed 0]
     bench check [--update-baseline]
@@ -228,6 +228,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, default=None, help="run directory (default runs/PRESET)")
     run.add_argument("--device", default=None, help="cpu or cuda")
     run.add_argument("--shard", default=None, help="run share i of n of the cells, e.g. 2/4")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="cells at once, each in its own one-thread process (CPU only)")
     run.add_argument("--set", action="append", default=[], dest="overrides",
                      metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500")
     run.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
@@ -241,7 +243,7 @@ def _run_config(args: argparse.Namespace):
     overrides = list(args.overrides)
     for key, value in (("methods", args.methods), ("seeds", args.seeds),
                        ("sampling.steps", args.steps), ("dataset.name", args.dataset),
-                       ("device", args.device)):
+                       ("device", args.device), ("jobs", args.jobs)):
         if value is not None:
             text = f"[{value}]" if key in ("methods", "sampling.steps") else str(value)
             overrides.append(f"{key}={text}")
@@ -262,9 +264,10 @@ def _run_run(args: argparse.Namespace) -> None:
             if path.suffix == ".md" or path.name == "index.html":
                 print(path)
         print(summary_table(collect_results(out)))
-    if any(o.status == "failed" for o in outcomes):
-        raise BenchError(f"{sum(o.status == 'failed' for o in outcomes)} cell(s) failed; "
-                         f"reasons in {out}/cells/*/failed.json")
+    failed = [o.cell.label for o in outcomes if o.status == "failed"]
+    if failed:
+        raise BenchError(f"{len(failed)} cell(s) failed ({', '.join(failed)}); the reasons are "
+                         f"above and in each one's failed.json under {out}/cells/")
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -279,10 +282,14 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 def _run_report(args: argparse.Namespace) -> None:
     from bench.report import write_report
+    from bench.run import unfinished_cells
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     for path in write_report(args.run_dir, args.out, formats, args.steps):
         print(path)
+    unfinished = unfinished_cells(args.run_dir)
+    if unfinished:
+        print(f"not in the report, unfinished: {', '.join(unfinished)}", file=sys.stderr)
 
 
 def _add_sample(commands: argparse._SubParsersAction) -> None:

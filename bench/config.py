@@ -83,7 +83,13 @@ class DownstreamSettings:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a run, except the methods and seeds chosen on the CLI."""
+    """Everything that determines a run.
+
+    ``threads`` is the number of torch, BLAS and OpenMP threads of each cell
+    (fixed, not the machine's core count, because results depend on it at the
+    level of rounding); ``jobs`` the number of cells run at once, each in its
+    own process (see :mod:`bench.workers`). ``jobs`` changes no result.
+    """
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     representation: RepresentationConfig = field(default_factory=RepresentationConfig)
@@ -96,6 +102,22 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     downstream: DownstreamSettings = field(default_factory=DownstreamSettings)
     device: str = "cpu"
+    threads: int = 1
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "jobs"):
+            value = getattr(self, name)
+            if value < 1:
+                raise BenchError(f"config {name}: must be at least 1, got {value}")
+        if self.jobs > 1 and self.device != "cpu":
+            raise BenchError(f"config: jobs={self.jobs} is for CPU runs (a forked process "
+                             f"cannot use CUDA); set jobs=1, and spread a GPU run over "
+                             f"several GPUs with --shard i/n")
+        if self.jobs > 1 and self.threads != 1:
+            raise BenchError(f"config: jobs={self.jobs} runs cells in forked processes, where "
+                             f"torch's OpenMP cannot start threads; set threads=1, or jobs=1 "
+                             f"to give one cell {self.threads} threads")
 
 
 def load_config(preset_or_file: str | None = None, overrides: list[str] = ()) -> RunConfig:

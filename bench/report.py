@@ -1,6 +1,7 @@
 """`bench report`: leaderboards built only from the results rows of a run.
 
-Every cell's ``results.csv`` is merged into ``RUN/results.csv``; the tables
+The ``results.csv`` of every cell in the run's plan (``RUN/plan.json``, see
+:mod:`bench.run`) is merged into ``RUN/results.csv``; the tables
 are derived from it and nothing else, so the same rows give the same files
 byte for byte. Per metric group, at one step budget (the largest by
 default), each method gets mean +- 95 % CI over seeds (Student's t, see
@@ -22,7 +23,7 @@ from scipy import stats
 
 from bench.errors import BenchError
 from bench.io import atomic_path
-from bench.run import RESULT_COLUMNS, planned_cell_folders
+from bench.run import PLAN_FILE, RESULT_COLUMNS, cell_files, planned_cell_folders
 from metrics.base import GROUPS
 from metrics.robustness import robustness_values, seed_summary, step_robustness
 
@@ -43,7 +44,8 @@ def collect_results(run_dir: Path) -> pd.DataFrame:
     sorted table; cells of an earlier configuration or code version are left out."""
     files = cell_files(run_dir, "results.csv")
     if not files:
-        raise BenchError(f"{run_dir}: no finished cells (cells/*/results.csv); run "
+        raise BenchError(f"{run_dir}: none of the {len(planned_cell_folders(run_dir))} cells "
+                         f"in {PLAN_FILE} has finished (cells/*/results.csv); run "
                          f"`bench run --out {run_dir}` first")
     rows = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     missing = set(RESULT_COLUMNS) - set(rows.columns)
@@ -51,12 +53,6 @@ def collect_results(run_dir: Path) -> pd.DataFrame:
         raise BenchError(f"{run_dir}: results lack columns {sorted(missing)}")
     return rows.sort_values(["method", "seed", "steps", "group", "metric"],
                             kind="stable").reset_index(drop=True)
-
-
-def cell_files(run_dir: Path, name: str) -> list[Path]:
-    """File ``name`` of each cell in the run's plan that has it."""
-    return [folder / name for folder in planned_cell_folders(run_dir)
-            if (folder / name).is_file()]
 
 
 def with_robustness(rows: pd.DataFrame, steps: int) -> pd.DataFrame:

@@ -93,8 +93,7 @@ def _seed_strips(rows: pd.DataFrame, out_dir: Path) -> list[str]:
 
 def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
     """Density histograms of DCRs per method at ``steps``, beside the held-out skulls' DCRs."""
-    from bench.report import cell_files
-    from bench.run import DCR_FILE
+    from bench.run import DCR_FILE, cell_files
 
     files = cell_files(run_dir, DCR_FILE)
     if not files:
@@ -121,8 +120,7 @@ def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
 def _gallery(run_dir: Path, out_dir: Path, steps: int) -> str | None:
     """Rendered samples of each method (its first cell) beside real reference skulls."""
     from bench.data.preview import OBLIQUE, extract_surface, render
-    from bench.report import cell_files
-    from bench.run import load_samples
+    from bench.run import cell_files, load_samples
 
     sets = {}
     for path in cell_files(run_dir, f"samples-steps{steps}.npz"):

@@ -114,11 +114,19 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
+# Settings of a run that choose its grid of cells or how they are scheduled, but change
+# no cell's numbers: a cell's hash leaves them out, so a run with another seed or
+# method added, or with other jobs, reuses the cells it shares with an earlier one.
+NOT_CELL_SETTINGS = ("methods", "seeds", "method_params", "jobs")
+
+
 def cell_hash(cell: Cell, config: RunConfig, dataset_manifest_hash: str) -> str:
     """Hash of what determines a cell: resolved config, dataset, code version."""
+    settings = {key: value for key, value in to_dict(config).items()
+                if key not in NOT_CELL_SETTINGS}
     determining = {
         "cell": [cell.method, cell.seed],
-        "config": to_dict(config),
+        "config": settings,
         "method_params": config.method_params.get(cell.method, {}),
         "dataset": dataset_manifest_hash,
         "code": code_fingerprint(),
@@ -171,11 +179,27 @@ def planned_cell_folders(run_dir: Path) -> list[Path]:
     except FileNotFoundError:
         raise BenchError(f"{path}: missing; {run_dir} is not the folder of a `bench run`, or "
                          f"it predates plans: rerun `bench run --out {run_dir}` with the same "
-                         f"settings (finished cells are reused)") from None
-    except (ValueError, KeyError, TypeError) as error:
+                         f"settings to write one") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise BenchError(f"{path}: unreadable ({error}); rerun `bench run --out {run_dir}` "
                          f"to write it again") from error
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise BenchError(f"{path}: 'cells' must be a list of folder names; rerun "
+                         f"`bench run --out {run_dir}` to write it again")
     return [run_dir / "cells" / name for name in names]
+
+
+def cell_files(run_dir: Path, name: str) -> list[Path]:
+    """File ``name`` of each cell in the run's plan that has it, in grid order."""
+    return [folder / name for folder in planned_cell_folders(run_dir)
+            if (folder / name).is_file()]
+
+
+def unfinished_cells(run_dir: Path) -> list[str]:
+    """Folder names of the planned cells with neither results nor a recorded failure
+    (not yet run, interrupted, or another shard's that has not finished)."""
+    return [folder.name for folder in planned_cell_folders(run_dir)
+            if not (folder / "results.csv").is_file() and not (folder / "failed.json").is_file()]
 
 
 def result_rows(run_name: str, cell: Cell, steps: int, nfe: int,
@@ -281,30 +305,47 @@ class RunContext:
 
 def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | None = None,
                   quiet: bool = False) -> list[CellOutcome]:
-    """Run (or resume) every cell of this shard; returns what happened to each.
+    """Run (or resume) every cell of this shard; returns what happened to each, in grid
+    order.
 
     A cell that fails is recorded with its reason and the others go on; an
-    unknown method or hyperparameter is refused before any work starts.
+    unknown method or hyperparameter is refused before any work starts. Cells
+    run one at a time, or ``config.jobs`` at once in worker processes (without
+    their inner progress bars), each with ``config.threads`` threads.
     """
     from tqdm import tqdm
 
+    from bench.workers import run_in_workers, thread_budget
+
     check_methods(config)
-    context = prepare_run(config, out_dir, quiet)
-    references = reference_cells(config)
-    write_plan(out_dir, references + plan_cells(list(config.methods), config.seeds), config,
-               context.dataset_hash)
-    outcomes = []
-    cells = plan_cells(list(config.methods), config.seeds, shard)
-    if shard is None or shard[0] == 1:
-        cells = references + cells
-    progress = tqdm(cells, desc="cells", disable=quiet, unit="cell")
-    for cell in progress:
+    with thread_budget(config.threads):
+        context = prepare_run(config, out_dir, quiet or config.jobs > 1)
+        references = reference_cells(config)
+        write_plan(out_dir, references + plan_cells(list(config.methods), config.seeds),
+                   config, context.dataset_hash)
+        cells = plan_cells(list(config.methods), config.seeds, shard)
+        if shard is None or shard[0] == 1:
+            cells = references + cells
+        progress = tqdm(total=len(cells), desc="cells", disable=quiet, unit="cell")
+        if config.jobs == 1:
+            finished = _one_at_a_time(context, cells, progress)
+        else:
+            finished = run_in_workers(functools.partial(run_cell, context), cells, config.jobs)
+        outcomes = []
+        for outcome in finished:
+            outcomes.append(outcome)
+            progress.update()
+            if quiet:
+                print(f"{outcome.cell.label}: {outcome.status} {outcome.reason}".rstrip(),
+                      flush=True)
+        progress.close()
+    return sorted(outcomes, key=lambda outcome: cells.index(outcome.cell))
+
+
+def _one_at_a_time(context: RunContext, cells: list[Cell], progress) -> Iterator[CellOutcome]:
+    for cell in cells:
         progress.set_postfix_str(cell.label)
-        outcomes.append(run_cell(context, cell))
-        if quiet:
-            print(f"{cell.label}: {outcomes[-1].status} {outcomes[-1].reason}".rstrip(),
-                  flush=True)
-    return outcomes
+        yield run_cell(context, cell)
 
 
 def reference_cells(config: RunConfig) -> list[Cell]:
@@ -318,9 +359,15 @@ def reference_cells(config: RunConfig) -> list[Cell]:
 
 def check_methods(config: RunConfig) -> None:
     """Build every method of the run once, so that a misspelt name or hyperparameter is
-    a :class:`BenchError` now, not after the cells before it have trained for minutes."""
-    from methods.registry import create_method
+    a :class:`BenchError` now, not after the cells before it have trained for minutes.
 
+    Every key of ``method_params`` must name a registered method, run or not (a
+    preset may set a method's parameters for when it is run).
+    """
+    from methods.registry import create_method, get_method
+
+    for name in config.method_params:
+        get_method(name)
     for name in config.methods:
         create_method(name, **config.method_params.get(name, {}))
 

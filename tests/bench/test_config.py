@@ -39,10 +39,13 @@ def test_yaml_file_round_trips_through_to_dict(tmp_path):
     ("train.steps=many", "config train.steps: expected int"),
     ("dataset=3", "config dataset: expected a mapping"),
     ("train.steps", "expected KEY.PATH=VALUE"),
+    ("jobs=0", "config jobs: must be at least 1"),
+    ("threads=2", "jobs=2 runs cells in forked processes.*set threads=1"),
+    ("device=cuda", "jobs=2 is for CPU runs.*--shard"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_config("quick", [override])
+        load_config("quick", [override])  # the quick preset runs two jobs
 
 
 def test_unknown_preset_suggests_the_closest(tmp_path):

@@ -11,8 +11,8 @@ import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
 from bench.errors import BenchError
 from bench.report import collect_results, summary_table, write_report
-from bench.run import (DCR_COLUMNS, DCR_FILE, RESULT_COLUMNS, code_fingerprint, plan_cells,
-                       run_benchmark, source_fingerprint)
+from bench.run import (DCR_COLUMNS, DCR_FILE, PLAN_FILE, RESULT_COLUMNS, code_fingerprint,
+                       plan_cells, run_benchmark, source_fingerprint, unfinished_cells)
 from methods.base import FitReport, Method, SampleResult
 from methods.registry import METHODS, register_method
 
@@ -104,6 +104,7 @@ def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, nan_method):
 @pytest.mark.parametrize("override, message", [
     ("methods=[gaussian, ddmp]", "did you mean 'ddpm'"),
     ("method_params={gaussian: {ridge: -1}}", "ridge"),
+    ("method_params={ottfm: {solver: rk4}}", "did you mean 'otfm'"),
 ])
 def test_unknown_method_or_hyperparameter_is_refused_before_any_cell(
         tmp_path, override, message):
@@ -118,11 +119,17 @@ def test_shards_split_the_grid_and_merge_into_one_run(tmp_path):
     shards = [plan_cells(["a", "b"], 3, (i, 3)) for i in (1, 2, 3)]
     assert sorted(c for s in shards for c in s) == sorted(cells)
     assert not set(shards[0]) & set(shards[1])
-    config = load_config("ci", TINY + ["methods=[gaussian]", "downstream.enabled=false"])
-    for shard in ((1, 2), (2, 2)):
-        run_benchmark(config, tmp_path / "run", shard, quiet=True)
-    rows = collect_results(tmp_path / "run")
-    assert sorted(rows["seed"].unique()) == [0, 1]
+    config = load_config("ci", TINY + ["methods=[gaussian, train-copy]", "seeds=1"])
+    run = tmp_path / "run"
+    run_benchmark(config, run, (2, 2), quiet=True)
+    plan = json.loads((run / PLAN_FILE).read_text())["cells"]
+    assert [name.rsplit("-", 1)[0] for name in plan] == ["real-train-s0", "gaussian-s0",
+                                                         "train-copy-s0"]
+    assert unfinished_cells(run) == plan[:2]  # shard 1's: the reference and gaussian
+    run_benchmark(config, run, (1, 2), quiet=True)
+    assert json.loads((run / PLAN_FILE).read_text())["cells"] == plan
+    assert unfinished_cells(run) == []
+    assert set(collect_results(run)["method"]) == {"real-train", "gaussian", "train-copy"}
 
 
 def test_changed_config_does_not_reuse_old_cells(tmp_path):
@@ -138,6 +145,35 @@ def test_changed_config_does_not_reuse_old_cells(tmp_path):
     write_report(tmp_path / "run", formats=("md",))
     timings = pd.read_csv(tmp_path / "run" / "report" / "timings.csv")
     assert timings["cell"].nunique() == 1
+
+
+def test_a_run_with_another_seed_and_method_reuses_the_cells_it_shares(tmp_path):
+    base = TINY + ["methods=[gaussian]", "seeds=1", "downstream.enabled=false"]
+    run_benchmark(load_config("ci", base), tmp_path / "run", quiet=True)
+    grown = load_config("ci", base + ["methods=[gaussian, train-copy]", "seeds=2"])
+    outcomes = {o.cell.label: o.status for o in run_benchmark(grown, tmp_path / "run",
+                                                             quiet=True)}
+    assert outcomes == {"gaussian-s0": "cached", "gaussian-s1": "done",
+                        "train-copy-s0": "done", "train-copy-s1": "done"}
+
+
+def test_parallel_cells_give_the_same_files_as_one_at_a_time(tmp_path):
+    settings = TINY + ["methods=[otfm, gaussian]", "train.steps=30", "downstream.n_test=2"]
+    runs = {}
+    for jobs in (1, 2):
+        runs[jobs] = tmp_path / f"jobs{jobs}" / "run"  # one name: it is a column of the rows
+        outcomes = run_benchmark(load_config("ci", settings + [f"jobs={jobs}"]), runs[jobs],
+                                 quiet=True)
+        assert [o.cell.label for o in outcomes] == ["real-train-s0", "otfm-s0", "otfm-s1",
+                                                    "gaussian-s0", "gaussian-s1"]
+        assert {o.status for o in outcomes} == {"done"}
+    plans = [json.loads((runs[jobs] / PLAN_FILE).read_text())["cells"] for jobs in (1, 2)]
+    assert plans[0] == plans[1]  # jobs is not part of a cell's hash
+    for name in plans[0]:
+        for file in ("results.csv", "dcr.csv"):
+            one, two = (runs[jobs] / "cells" / name / file for jobs in (1, 2))
+            assert one.is_file() == two.is_file()
+            assert not one.is_file() or one.read_bytes() == two.read_bytes(), (name, file)
 
 
 def test_report_of_a_folder_without_a_plan_says_how_to_make_one(tmp_path):
