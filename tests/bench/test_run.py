@@ -151,8 +151,8 @@ def test_a_run_with_another_seed_and_method_reuses_the_cells_it_shares(tmp_path)
     base = TINY + ["methods=[gaussian]", "seeds=1", "downstream.enabled=false"]
     run_benchmark(load_config("ci", base), tmp_path / "run", quiet=True)
     grown = load_config("ci", base + ["methods=[gaussian, train-copy]", "seeds=2"])
-    outcomes = {o.cell.label: o.status for o in run_benchmark(grown, tmp_path / "run",
-                                                             quiet=True)}
+    outcomes = run_benchmark(grown, tmp_path / "run", quiet=True)
+    outcomes = {o.cell.label: o.status for o in outcomes}
     assert outcomes == {"gaussian-s0": "cached", "gaussian-s1": "done",
                         "train-copy-s0": "done", "train-copy-s1": "done"}
 
