@@ -62,20 +62,35 @@ def run_in_workers(task: Callable[[T], R], items: Iterable[T], jobs: int) -> Ite
     """
     global _worker_task, _parent_pid
     _worker_task, _parent_pid = task, os.getpid()
-    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_start_worker)
     try:
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker) as pool:
-            for future in as_completed([pool.submit(_run_task, item) for item in items]):
-                yield future.result()
+        for future in as_completed([pool.submit(_run_task, item) for item in items]):
+            yield future.result()
     except BrokenProcessPool as error:
+        _stop(pool)
         raise BenchError(f"a worker process died (killed, or out of memory) with jobs={jobs}; "
                          f"rerun the same command to continue where it stopped (finished "
                          f"cells are kept), with fewer jobs if memory ran out") from error
+    except BaseException:
+        _stop(pool)  # Ctrl-C, or an error here: no worker may go on to the queued items
+        raise
+    else:
+        pool.shutdown()
     finally:
         _worker_task = None
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers at once; ``shutdown`` alone lets them finish the items
+    already handed to them. Python 3.11 has no public way to reach the processes."""
+    for process in list(pool._processes.values()):
+        process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _start_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
     torch.set_num_threads(1)
     threadpool_limits(limits=1)

@@ -63,6 +63,33 @@ def test_workers_die_with_their_parent(tmp_path):
         time.sleep(0.05)
 
 
+def test_ctrl_c_stops_the_workers_and_the_queued_items(tmp_path):
+    pids, started = tmp_path / "pids", tmp_path / "started"
+    script = textwrap.dedent(f"""
+        import os, time
+        from bench.workers import run_in_workers
+
+        def task(item):
+            with open({str(pids)!r}, "a") as handle:
+                handle.write(f"{{os.getpid()}}\\n")
+            with open({str(started)!r}, "a") as handle:
+                handle.write(f"{{item}}\\n")
+            time.sleep(120)
+
+        list(run_in_workers(task, range(6), jobs=2))
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (started.is_file() and len(started.read_text().split()) == 2):
+        assert time.monotonic() < deadline and parent.poll() is None, parent.stderr.read()
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGINT)
+    assert parent.wait(timeout=20) != 0
+    assert "KeyboardInterrupt" in parent.stderr.read().decode()
+    assert not any(_alive(int(pid)) for pid in pids.read_text().split())
+    assert len(started.read_text().split()) == 2  # no queued item started after Ctrl-C
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
