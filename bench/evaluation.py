@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 
 import numpy as np
+import torch
 
 from bench.config import MetricsConfig
 from bench.data.dataset import SkullDataset
@@ -126,13 +127,19 @@ def evaluate(reference: Reference, generated: np.ndarray, seed: int) -> list[Met
 
 
 def evaluate_in_full(reference: Reference, generated: np.ndarray, seed: int) -> Evaluation:
-    """:func:`evaluate`, keeping the per-sample DCRs that its privacy metrics summarise."""
+    """:func:`evaluate`, keeping the per-sample DCRs that its privacy metrics summarise.
+
+    The distance engine gets as many workers as the caller's torch threads (a
+    run's thread budget, see :mod:`bench.workers`), never every core: in a
+    cell's worker process that is one, so the EMD forks no pool of its own.
+    """
     config = reference.config
     # A seed apart from the reference sampler, so no shape shares its stream.
     points = sample_surface_points(generated, config.points, seed=seed + 1, allow_empty=True,
                                    field_of_view_mm=reference.points.field_of_view_mm)
     matrices = compute_distance_matrices(reference.points, points, emd=config.emd,
-                                         emd_points=config.emd_points)
+                                         emd_points=config.emd_points,
+                                         workers=torch.get_num_threads())
     measures = measure_volumes(generated, reference.voxel_size_mm)
     generated_pca = pca_features(reference.pca, generated)
     reference_descriptors, generated_descriptors = descriptor_features(

@@ -31,13 +31,13 @@ the leaderboards.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -249,7 +249,7 @@ def load_samples(path: Path) -> tuple[np.ndarray, int]:
         return flat.reshape(shape).astype(bool), int(data["nfe"])
 
 
-@contextmanager
+@contextlib.contextmanager
 def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     """Adds the wall-clock seconds of the ``with`` block to ``timings[stage]``."""
     start = time.perf_counter()
@@ -332,13 +332,14 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
         else:
             finished = run_in_workers(functools.partial(run_cell, context), cells, config.jobs)
         outcomes = []
-        for outcome in finished:
-            outcomes.append(outcome)
-            progress.update()
-            if quiet:
-                print(f"{outcome.cell.label}: {outcome.status} {outcome.reason}".rstrip(),
-                      flush=True)
-        progress.close()
+        # closing: an error here (a broken pipe, Ctrl-C) stops the workers at once.
+        with contextlib.closing(finished), contextlib.closing(progress):
+            for outcome in finished:
+                outcomes.append(outcome)
+                progress.update()
+                if quiet:
+                    print(f"{outcome.cell.label}: {outcome.status} {outcome.reason}".rstrip(),
+                          flush=True)
     return sorted(outcomes, key=lambda outcome: cells.index(outcome.cell))
 
 

@@ -23,12 +23,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 from bench.errors import BenchError
 
@@ -94,6 +96,9 @@ def _start_worker() -> None:
     _die_with_parent()
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
+    # tqdm's lock holds a semaphore shared across fork; a worker killed while holding
+    # it would hang the parent's progress bar. Workers draw no bars: a private lock.
+    tqdm.set_lock(threading.RLock())
 
 
 def _run_task(item):

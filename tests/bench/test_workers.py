@@ -1,15 +1,19 @@
 """Thread budgets and parallel cells in forked worker processes."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
+from bench.config import MetricsConfig
 from bench.errors import BenchError
 from bench.workers import run_in_workers, thread_budget
 
@@ -28,6 +32,40 @@ def test_workers_inherit_the_task_and_run_with_one_thread():
     assert sorted(r[0] for r in results) == [1000 + i for i in range(6)]
     assert {r[1] for r in results} == {1}
     assert os.getpid() not in {r[2] for r in results}
+
+
+def test_closing_the_results_early_stops_the_workers():
+    def task(item):
+        if item > 0:
+            time.sleep(120)
+        return os.getpid(), item
+
+    results = run_in_workers(task, range(4), jobs=2)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        with contextlib.closing(results):
+            next(results)
+            raise RuntimeError("consumer failed")  # e.g. a broken pipe while printing
+    assert time.monotonic() - start < 30  # not the 120 s of the sleeping items
+
+
+def test_the_distance_engine_of_a_cell_uses_its_thread_budget(monkeypatch):
+    import bench.evaluation as evaluation
+
+    seen = []
+
+    def spy(*args, workers=None, **kwargs):
+        seen.append(workers)
+        raise RuntimeError("stop after the distance engine")
+
+    monkeypatch.setattr(evaluation, "compute_distance_matrices", spy)
+    reference = SimpleNamespace(config=MetricsConfig(points=8),
+                                points=SimpleNamespace(field_of_view_mm=256.0))
+    volumes = np.zeros((1, 16, 16, 16), dtype=bool)
+    volumes[0, 4:12, 4:12, 4:12] = True
+    with thread_budget(1), pytest.raises(RuntimeError, match="stop after"):
+        evaluation.evaluate_in_full(reference, volumes, seed=0)
+    assert seen == [1]  # one worker, not every core: no EMD pool inside a cell's process
 
 
 def test_a_worker_that_dies_is_a_clear_error():
