@@ -3,8 +3,9 @@
 A cell's numbers depend on how many threads its matrix products and
 reductions use (floating-point sums in another order), so a run fixes the
 number (``threads`` of the run configuration) instead of taking the machine's
-core count: the same configuration gives the same numbers on any CPU machine,
-and whether cells run one at a time or ``jobs`` at once.
+core count: the same configuration gives the same numbers whatever the core
+count (on the same CPU kind and library versions), and whether cells run one
+at a time or ``jobs`` at once.
 
 Parallel cells run in processes forked from the one that prepared the run, so
 they share its dataset, representation and reference set without copying or
