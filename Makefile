@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # on a shared 2-core machine; passive waiting costs nothing when the machine is idle.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo run leaderboard test bench clean
+.PHONY: install demo run leaderboard test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -34,10 +34,16 @@ run: install
 leaderboard: run
 	$(BIN)/bench report runs/quick --out leaderboards/quick
 
-# Tests, then the sample-quality gate (the ci preset against leaderboards/ci-baseline.json).
-test: install
+# Lint, types and layer contracts (setup.cfg), the tests, then the sample-quality gate
+# (the ci preset against leaderboards/ci-baseline.json).
+test: install lint
 	$(BIN)/pytest -q
 	$(BIN)/bench check
+
+lint: install
+	$(BIN)/python -m flake8
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks of the figures in the README; one BLAS thread so that "one core" means one.
 bench: install

@@ -9,9 +9,9 @@
     bench report RUN_DIR [--format md,csv,tex,html] [--out DIR]
     bench sample CHECKPOINT -n N --steps S --out DIR --format nifti|nrrd|stl [--seed 0]
     bench check [--update-baseline]
-    bench --plugin MODULE ...   (repeatable: import MODULE first, registering its methods)
+    bench --plugin MODULE ...   (repeatable: import MODULE first, registering what it defines)
 
-User mistakes raise :class:`bench.errors.BenchError`; ``main`` prints its
+User mistakes raise :class:`bench.core.errors.BenchError`; ``main`` prints its
 message without a traceback and returns exit status 2.
 """
 
@@ -23,17 +23,39 @@ import inspect
 import json
 import sys
 import textwrap
+from importlib.resources import files
 from pathlib import Path
 
-from bench.errors import BenchError
+import downstream  # noqa: F401  (registers the built-in tasks)
+import methods  # noqa: F401  (registers the built-in methods)
+import metrics  # noqa: F401  (registers the built-in metrics)
+from bench.check import run_gate
+from bench.config import PRESETS, load_config
+from bench.core.errors import BenchError
+from bench.core.registry import load_plugin
+from bench.core.values import TAGS
+from bench.data.cache import cache_root
+from bench.data.dataset import MANIFEST_FILE
+from bench.data.importing import import_folder
+from bench.data.preview import write_previews
+from bench.data.sources import SYNTHSKULL, load_dataset
+from bench.report import summary_table, write_report
+from bench.representations import REPRESENTATIONS
+from bench.run import parse_shard, run_benchmark
+from bench.sample import sample_to_files
+from bench.store import RunFolder
+from downstream.base import TASKS
+from methods.base import METHODS
+from metrics.base import METRICS
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE before running the command, so that the methods "
-                             "it registers are available (repeatable)")
+                        help="import MODULE before running the command, so that the methods, "
+                             "metrics, representations and tasks it registers are available "
+                             "(repeatable)")
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="generate, import and look at skull datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -60,9 +82,6 @@ def _add_preview(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_preview(args: argparse.Namespace) -> None:
-    from bench.data.preview import write_previews
-    from bench.data.sources import load_dataset
-
     # Load more subjects than are shown, so that the rare classes reach the grid.
     dataset = load_dataset(args.dataset, resolution=args.resolution, n=max(4 * args.n, 32),
                            seed=args.seed)
@@ -96,8 +115,6 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> None:
-    from bench.data.importing import import_folder
-
     result = import_folder(
         args.path, file_format=args.file_format, resolution=args.resolution, name=args.name,
         on_error=args.on_error, threshold_hu=args.threshold_hu,
@@ -114,20 +131,13 @@ def _add_list(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> None:
-    import methods  # noqa: F401  (registers the built-in methods)
-    from bench.config import PRESETS
-    from bench.evaluation import METRIC_CATALOGUE
-    from bench.representations import REPRESENTATIONS
-    from methods.registry import METHODS, load_entry_points
-
-    load_entry_points()
     print("methods:")
-    for name, cls in sorted(METHODS.items()):
-        params = [(f.name, _field_default(f), _field_type(f))
-                  for f in dataclasses.fields(cls.Params)]
-        _print_entry(name, cls.description or _first_line(cls.__doc__), params)
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        _print_entry(name, cls.description or _first_line(cls.__doc__), _dataclass_params(cls))
     print("representations:")
-    for name, cls in sorted(REPRESENTATIONS.items()):
+    for name in REPRESENTATIONS.names():
+        cls = REPRESENTATIONS.get(name)
         signature = inspect.signature(cls.__init__).parameters
         params = [(key, signature[key].default, _type_name(signature[key].annotation))
                   for key in cls.param_names()]
@@ -135,39 +145,52 @@ def _run_list(args: argparse.Namespace) -> None:
     print("datasets:")
     for name, summary in _datasets():
         _print_entry(name, summary, [])
-    print("metrics (the leaderboard groups; * stands for a feature map, class or task):")
-    for group, names in METRIC_CATALOGUE.items():
-        _print_entry(group, ", ".join(names), [])
+    print(f"metrics (group: the values each returns; tags: {', '.join(TAGS)}):")
+    for name in METRICS.names():
+        cls = METRICS.get(name)
+        values = ", ".join(spec.name + (f" [{'/'.join(sorted(spec.tags))}]" if spec.tags else "")
+                           for spec in cls.outputs)
+        _print_entry(name, f"{cls.group}: {values}", _dataclass_params(cls))
+    print("tasks (downstream):")
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        _print_entry(name, cls.description or _first_line(cls.__doc__), _dataclass_params(cls))
     print("presets (bench run --config NAME):")
     for name in PRESETS:
         _print_entry(name, _preset_summary(name), [])
 
 
+def _dataclass_params(cls: type) -> list[tuple[str, object, object]]:
+    """``(name, default, type)`` of each field of a registered class's ``Params``."""
+    return [(f.name, _field_default(f), _field_type(f)) for f in dataclasses.fields(cls.Params)]
+
+
 def _preset_summary(name: str) -> str:
     """The first comment line of a shipped preset file."""
-    from importlib.resources import files
-
     text = files("bench.presets").joinpath(f"{name}.yaml").read_text()
     return text.splitlines()[0].lstrip("# ").strip()
 
 
+LIST_WIDTH = 100
+LIST_INDENT = 17
+
+
 def _print_entry(name: str, summary: str, params: list[tuple[str, object, object]]) -> None:
-    """One listed item: its name and one-line summary, then ``name=default: type`` pairs."""
-    summary_lines = textwrap.wrap(summary, width=100 - 17, break_on_hyphens=False) or [""]
-    print(f"  {name:<14} {summary_lines[0]}")
-    for line in summary_lines[1:]:
-        print(" " * 17 + line)
+    """One listed item: its name and summary, then ``name=default: type`` pairs, wrapped to
+    :data:`LIST_WIDTH` columns."""
+    indent = " " * LIST_INDENT
+    summary_lines = textwrap.wrap(summary, width=LIST_WIDTH - LIST_INDENT,
+                                  break_on_hyphens=False) or [""]
+    if len(name) > LIST_INDENT - 3:
+        print(f"  {name}")
+        summary_lines[0] = indent + summary_lines[0]
+    else:
+        summary_lines[0] = f"  {name:<{LIST_INDENT - 3}} {summary_lines[0]}"
+    print("\n".join(summary_lines[:1] + [indent + line for line in summary_lines[1:]]))
     if params:
-        items = [f"{key}={default}: {kind}" for key, default, kind in params]
-        lines = [items[0]]
-        for item in items[1:]:
-            if len(lines[-1]) + len(item) + 3 > 100 - 17:  # ", " + item + ","
-                lines[-1] += ","
-                lines.append(item)
-            else:
-                lines[-1] += f", {item}"
-        for line in lines:
-            print(" " * 17 + line)
+        text = ", ".join(f"{key}={default}: {kind}" for key, default, kind in params)
+        print(textwrap.fill(text, width=LIST_WIDTH, initial_indent=indent,
+                            subsequent_indent=indent, break_on_hyphens=False))
 
 
 def _field_default(item: dataclasses.Field) -> object:
@@ -196,10 +219,6 @@ def _first_line(doc: str | None) -> str:
 
 def _datasets() -> list[tuple[str, str]]:
     """``synthskull`` and the imported datasets in the cache, with a summary each."""
-    from bench.data.cache import cache_root
-    from bench.data.dataset import MANIFEST_FILE
-    from bench.data.sources import SYNTHSKULL
-
     found = [(SYNTHSKULL, "procedural skulls from the embedded generator (any resolution, n)")]
     folder = cache_root() / "datasets"
     for path in sorted(folder.iterdir() if folder.is_dir() else []):
@@ -238,8 +257,6 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_config(args: argparse.Namespace):
-    from bench.config import load_config
-
     overrides = list(args.overrides)
     for key, value in (("methods", args.methods), ("seeds", args.seeds),
                        ("sampling.steps", args.steps), ("dataset.name", args.dataset),
@@ -251,9 +268,6 @@ def _run_config(args: argparse.Namespace):
 
 
 def _run_run(args: argparse.Namespace) -> None:
-    from bench.report import collect_results, summary_table, write_report
-    from bench.run import parse_shard, run_benchmark
-
     config = _run_config(args)
     out = args.out or Path("runs") / Path(args.config or "quick").stem
     outcomes = run_benchmark(config, out, parse_shard(args.shard), quiet=args.quiet)
@@ -263,7 +277,7 @@ def _run_run(args: argparse.Namespace) -> None:
         for path in write_report(out):
             if path.suffix == ".md" or path.name == "index.html":
                 print(path)
-        print(summary_table(collect_results(out)))
+        print(summary_table(out))
     failed = [o.cell.label for o in outcomes if o.status == "failed"]
     if failed:
         raise BenchError(f"{len(failed)} cell(s) failed ({', '.join(failed)}); the reasons are "
@@ -281,13 +295,10 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from bench.report import write_report
-    from bench.run import unfinished_cells
-
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     for path in write_report(args.run_dir, args.out, formats, args.steps):
         print(path)
-    unfinished = unfinished_cells(args.run_dir)
+    unfinished = RunFolder(args.run_dir).unfinished()
     if unfinished:
         print(f"not in the report, unfinished: {', '.join(unfinished)}", file=sys.stderr)
 
@@ -310,8 +321,6 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> None:
-    from bench.sample import sample_to_files
-
     written = sample_to_files(args.checkpoint, args.n, args.steps, args.out, args.file_format,
                               seed=args.seed, device=args.device, overwrite=args.overwrite)
     print(f"wrote {len(written) - 1} {args.file_format} file(s) and {written[-1]}")
@@ -329,41 +338,16 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> None:
-    from bench.check import compare, headline, read_baseline, write_baseline
-    from bench.config import load_config
-    from bench.report import collect_results
-    from bench.run import run_benchmark
-
-    config = load_config("ci", args.overrides)
-    outcomes = run_benchmark(config, args.out, quiet=True)
-    failed = [o for o in outcomes if o.status == "failed"]
-    current = headline(collect_results(args.out))
-    if args.update_baseline:
-        if failed:
-            raise BenchError("not writing a baseline from a run with failed cells")
-        write_baseline(args.baseline, current)
-        print(f"wrote {args.baseline}")
-        return
-    regressions = compare(current, read_baseline(args.baseline))
-    for outcome in failed:
-        print(f"FAILED CELL {outcome.cell.label}: {outcome.reason}")
-    for regression in regressions:
-        print(f"REGRESSION {regression}")
-    if regressions or failed:
-        raise BenchError(f"sample-quality gate failed: {len(regressions)} regression(s), "
-                         f"{len(failed)} failed cell(s)")
-    print(f"sample-quality gate passed ({len(current)} methods within tolerance)")
+    for line in run_gate(args.baseline, args.out, args.overrides, args.update_baseline):
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.plugin:
-            from methods.registry import load_plugin
-
-            for module in args.plugin:
-                load_plugin(module)
+        for module in args.plugin:
+            load_plugin(module)
         args.handler(args)
     except BenchError as error:
         print(f"bench: error: {error}", file=sys.stderr)

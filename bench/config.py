@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from bench.errors import BenchError
-from bench.training import TrainConfig
+from bench.core.errors import BenchError
+from bench.data.dataset import SPLITS
+from bench.core.training import TrainConfig
 from methods.backbones import BackboneConfig
 
 PRESETS = ("ci", "quick", "paper64")
@@ -37,6 +38,10 @@ class DatasetConfig:
     n: int = 1000
     seed: int = 0
     mandible: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least("dataset.n", self.n, 2)
+        _at_least("dataset.seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -54,16 +59,44 @@ class SamplingConfig:
     n_samples: int = 100
     steps: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
 
+    def __post_init__(self) -> None:
+        _at_least("sampling.n_samples", self.n_samples, 2)
+        if not self.steps:
+            raise BenchError("config sampling.steps: give at least one step budget, e.g. [10]")
+        for steps in self.steps:
+            _at_least("sampling.steps", steps, 1)
+        if len(set(self.steps)) != len(self.steps):
+            raise BenchError(f"config sampling.steps: {list(self.steps)} repeats a budget; give "
+                             f"each once")
+
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """Evaluation settings: surface points per shape, EMD's limits, MS-SSIM pairs."""
+    """Evaluation settings.
+
+    Attributes:
+        points: surface points per shape P of the point-set metrics.
+        reference_split: the split generated sets are compared with.
+        feature_components: pca components of the "pca" feature map (at most the
+            training split's size minus one are used).
+        exclude: registered metrics not to compute (``bench list`` names them),
+            e.g. ``[pointflow-emd]``, whose exact EMD costs about 40 ms a pair.
+        params: metric name -> hyperparameter overrides, e.g.
+            ``{ms-ssim-diversity: {pairs: 12}}``.
+    """
 
     points: int = 2048
-    emd: bool = True
-    emd_points: int = 512
-    diversity_pairs: int = 20
     reference_split: str = "test"
+    feature_components: int = 32
+    exclude: tuple[str, ...] = ()
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _at_least("metrics.points", self.points, 1)
+        _at_least("metrics.feature_components", self.feature_components, 1)
+        if self.reference_split not in SPLITS:
+            raise BenchError(f"config metrics.reference_split: {self.reference_split!r} is not "
+                             f"a split; choose one of {', '.join(SPLITS)}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,11 @@ class DownstreamSettings:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_test: int = 30
     steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("downstream.n_test", self.n_test, 1)
+        if self.steps is not None:
+            _at_least("downstream.steps", self.steps, 1)
 
 
 @dataclass(frozen=True)
@@ -106,10 +144,11 @@ class RunConfig:
     jobs: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("threads", "jobs"):
-            value = getattr(self, name)
-            if value < 1:
-                raise BenchError(f"config {name}: must be at least 1, got {value}")
+        for name in ("threads", "jobs", "seeds"):
+            _at_least(name, getattr(self, name), 1)
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise BenchError(f"config device: {self.device!r} is not a device; use cpu, cuda "
+                             f"or cuda:N")
         if self.jobs > 1 and self.device != "cpu":
             raise BenchError(f"config: jobs={self.jobs} is for CPU runs (a forked process "
                              f"cannot use CUDA); set jobs=1, and spread a GPU run over "
@@ -118,6 +157,13 @@ class RunConfig:
             raise BenchError(f"config: jobs={self.jobs} runs cells in forked processes, where "
                              f"torch's OpenMP cannot start threads; set threads=1, or jobs=1 "
                              f"to give one cell {self.threads} threads")
+
+
+def _at_least(key: str, value: int, minimum: int) -> None:
+    """Raise BenchError naming ``key`` unless ``value`` is an integer of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BenchError(f"config {key}: must be an integer of at least {minimum}, got "
+                         f"{value!r}")
 
 
 def load_config(preset_or_file: str | None = None, overrides: list[str] = ()) -> RunConfig:

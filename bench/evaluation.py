@@ -1,162 +1,109 @@
-"""One API from generated volumes to every metric of the suite.
+"""Evaluation: every registered metric of one generated set, against the run's reference.
 
-The real skulls' side of every metric (point sets, features, anatomy
-measures, the training-to-test distances) is computed once per run in a
-:class:`Reference` and shared by every cell and step budget; each call of
-:func:`evaluate` then only handles the generated side.
+The real skulls' side (point sets, features, measures, the training-to-test
+Dice) is a :class:`~metrics.inputs.ReferenceSet` built once per run and
+shared by every cell and step budget; each call of :func:`evaluate` scores
+one generated set with every selected metric of the registry
+(:data:`metrics.base.METRICS`), computing each shared input once and only
+when a metric reads it. A metric of a plugin takes part like a built-in.
+
+The harness supplies the feature maps that metrics must not build
+themselves: ``"pca"``, a whitened pca of the training split (k =
+``metrics.feature_components``, capped at the training split's size minus
+one so that small imported datasets work).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatch
 
 import numpy as np
-import torch
 
+import metrics  # noqa: F401  (registers the built-in metrics)
 from bench.config import MetricsConfig
+from bench.core.errors import BenchError
+from bench.core.values import MetricValue
 from bench.data.dataset import SkullDataset
-from bench.representations.pca import PCARepresentation
-from metrics.anatomy import AnatomyMeasures, failure_report, measure_volumes, wasserstein_metrics
-from metrics.base import MetricValue
-from metrics.distances import compute_distance_matrices
-from metrics.distribution import distribution_metrics
-from metrics.diversity import diversity_metrics, ms_ssim_diversity
-from metrics.features import (class_balance, descriptor_features, feature_metrics,
-                              fit_pca_features, pca_features)
-from metrics.pointsets import PointSets, sample_surface_points
-from metrics.privacy import PrivacyReport, privacy_report
-from metrics.volumetric import dice_matrix, nearest_dice_metrics
-
-
-# The metric names of every group, as `bench list` shows them; patterns in the
-# sense of fnmatch ("*" is a feature map, a class, a downstream training set).
-METRIC_CATALOGUE: dict[str, tuple[str, ...]] = {
-    "distribution": ("MMD-CD", "COV-CD", "1-NNA-CD", "MMD-EMD", "COV-EMD", "1-NNA-EMD",
-                     "KMMD-*", "PRDC-precision-*", "PRDC-recall-*", "PRDC-density-*",
-                     "PRDC-coverage-*", "MS-SSIM-diversity", "MS-SSIM-diversity-reference"),
-    "volumetric": ("Dice-nearest-train", "Dice-nearest-test"),
-    "privacy": ("DCR-median-generated-*", "DCR-median-test-*", "DCR-ratio-*",
-                "memorised-share-*"),
-    "anatomy": ("W1-*", "class-TV-*", "class-freq-*", "failure-rate", "failure-*"),
-    "robustness": ("*:NFE-to-5%", "*:max-step-change"),
-    "downstream": ("*:align-*", "*:completion-*"),
-}
-
-
-def in_catalogue(group: str, name: str) -> bool:
-    """Whether ``name`` is one of the catalogued metrics of ``group``."""
-    return any(fnmatch(name, pattern) for pattern in METRIC_CATALOGUE.get(group, ()))
+from bench.representations import get_representation
+from metrics.base import METRICS, Metric
+from metrics.inputs import FeatureMap, GeneratedSet, ReferenceSet
+from metrics.privacy import ClosestRecords, closest_records
 
 
 @dataclass
 class Evaluation:
-    """Every metric of one generated set, and the per-sample distances behind privacy.
+    """Every metric of one generated set, and the set itself (for per-sample records).
 
     Attributes:
-        values: the metrics, as :func:`evaluate` returns them.
-        privacy: DCRs (1 - Dice to the nearest training skull) of each generated
-            sample and each held-out skull, for the report's DCR histograms.
+        values: the metrics' values, in registry order.
+        generated: the scored set, with its cached inputs.
     """
 
     values: list[MetricValue]
-    privacy: PrivacyReport
+    generated: GeneratedSet
+
+    def closest_training_records(self) -> ClosestRecords:
+        """Each sample's nearest training skull and its DCR (1 - Dice)."""
+        return closest_records(1.0 - self.generated.train_dice)
 
 
-@dataclass
-class Reference:
-    """The real skulls' side of every metric.
+def selected_metrics(config: MetricsConfig) -> list[Metric]:
+    """The registered metrics less ``config.exclude``, built with ``config.params``.
 
-    Attributes:
-        train: bool (N_train, R, R, R), the training split (privacy, features).
-        reference: bool (N_ref, R, R, R), the split generated sets are compared
-            with (the held-out test split by default).
-        voxel_size_mm: grid spacing.
-        points: surface point sets of ``reference``.
-        pca: pca feature map fitted on ``train`` only.
-        train_pca, reference_pca: pca features of the two splits.
-        train_measures, reference_measures: anatomy measures.
-        train_labels, class_names: for the class balance (None without classes).
-        train_reference_dice: (N_train, N_ref) Dice of training to reference skulls.
-        reference_diversity: MS-SSIM diversity of the reference skulls.
-        config: the metrics settings.
+    Raises:
+        BenchError: an excluded or parametrised name that is not a registered
+            metric, or a bad hyperparameter (names the key and the fix).
     """
-
-    train: np.ndarray
-    reference: np.ndarray
-    voxel_size_mm: float
-    points: PointSets
-    pca: PCARepresentation
-    train_pca: np.ndarray
-    reference_pca: np.ndarray
-    train_measures: AnatomyMeasures
-    reference_measures: AnatomyMeasures
-    train_labels: np.ndarray | None
-    class_names: tuple[str, ...]
-    train_reference_dice: np.ndarray
-    reference_diversity: float
-    config: MetricsConfig
+    names = METRICS.names()
+    for key, given in (("metrics.exclude", config.exclude), ("metrics.params", config.params)):
+        for name in given:
+            if name not in names:
+                try:
+                    METRICS.get(name)
+                except BenchError as error:
+                    raise BenchError(f"config {key}: {error}") from None
+    return [METRICS.create(name, **config.params.get(name, {}))
+            for name in names if name not in config.exclude]
 
 
-def build_reference(dataset: SkullDataset, config: MetricsConfig, seed: int = 0) -> Reference:
-    """Compute the real side once: training split and the configured reference split."""
+def pca_feature_map(train: np.ndarray, n_components: int) -> FeatureMap:
+    """Whitened pca latents, fitted on the training volumes only, as float64 features.
+
+    Raises:
+        BenchError: fewer than 3 training skulls (a pca of one component needs 2,
+            and a feature space of one dimension cannot rank anything).
+    """
+    if len(train) < 3:
+        raise BenchError(f"metrics: the pca feature map needs at least 3 training skulls, the "
+                         f"dataset has {len(train)}; import more skulls")
+    components = min(n_components, len(train) - 1)
+    pca = get_representation("pca", n_components=components).fit(train)
+    return lambda volumes: pca.encode(volumes).double().numpy()
+
+
+def build_reference(dataset: SkullDataset, config: MetricsConfig, threads: int = 1
+                    ) -> ReferenceSet:
+    """The real side, once: the configured reference split against the training split."""
     train = dataset.subset("train")
     reference = dataset.subset(config.reference_split)
-    pca = fit_pca_features(train.volumes)
-    return Reference(
-        train=train.volumes, reference=reference.volumes, voxel_size_mm=dataset.voxel_size_mm,
-        points=sample_surface_points(reference.volumes, config.points, seed=seed,
-                                     field_of_view_mm=dataset.field_of_view_mm),
-        pca=pca, train_pca=pca_features(pca, train.volumes),
-        reference_pca=pca_features(pca, reference.volumes),
-        train_measures=measure_volumes(train.volumes, dataset.voxel_size_mm),
-        reference_measures=measure_volumes(reference.volumes, dataset.voxel_size_mm),
-        train_labels=train.labels, class_names=dataset.class_names,
-        train_reference_dice=dice_matrix(train.volumes, reference.volumes),
-        reference_diversity=ms_ssim_diversity(reference.volumes, config.diversity_pairs, seed),
-        config=config)
+    if len(reference) < 2:
+        raise BenchError(f"metrics.reference_split={config.reference_split!r}: the dataset "
+                         f"{dataset.name!r} has {len(reference)} skulls in that split, and "
+                         f"the set metrics need at least 2; choose another split or import "
+                         f"more skulls")
+    return ReferenceSet(reference.volumes, train.volumes, dataset.voxel_size_mm,
+                        feature_maps={"pca": pca_feature_map(train.volumes,
+                                                             config.feature_components)},
+                        train_labels=train.labels, class_names=dataset.class_names,
+                        points_per_shape=config.points, threads=threads)
 
 
-def evaluate(reference: Reference, generated: np.ndarray, seed: int) -> list[MetricValue]:
-    """Every metric of generated volumes (M, R, R, R) against the reference.
-
-    Groups: distribution (PointFlow MMD/COV/1-NNA, kernel MMD and PRDC on pca
-    and descriptor features, MS-SSIM diversity), volumetric, privacy, anatomy.
-    """
-    return evaluate_in_full(reference, generated, seed).values
-
-
-def evaluate_in_full(reference: Reference, generated: np.ndarray, seed: int) -> Evaluation:
-    """:func:`evaluate`, keeping the per-sample DCRs that its privacy metrics summarise.
-
-    The distance engine gets as many workers as the caller's torch threads (a
-    run's thread budget, see :mod:`bench.workers`), never every core: in a
-    cell's worker process that is one, so the EMD forks no pool of its own.
-    """
-    config = reference.config
-    # A seed apart from the reference sampler, so no shape shares its stream.
-    points = sample_surface_points(generated, config.points, seed=seed + 1, allow_empty=True,
-                                   field_of_view_mm=reference.points.field_of_view_mm)
-    matrices = compute_distance_matrices(reference.points, points, emd=config.emd,
-                                         emd_points=config.emd_points,
-                                         workers=torch.get_num_threads())
-    measures = measure_volumes(generated, reference.voxel_size_mm)
-    generated_pca = pca_features(reference.pca, generated)
-    reference_descriptors, generated_descriptors = descriptor_features(
-        reference.reference_measures, measures)
-    values = distribution_metrics(matrices)
-    values += feature_metrics(reference.reference_pca, generated_pca, "pca")
-    values += feature_metrics(reference_descriptors, generated_descriptors, "descriptors")
-    values += diversity_metrics(reference.reference, generated, config.diversity_pairs, seed=seed,
-                                reference_level=reference.reference_diversity)
-    train_dice = dice_matrix(reference.train, generated)
-    values += nearest_dice_metrics(train_dice, dice_matrix(reference.reference, generated))
-    privacy = privacy_report(1.0 - reference.train_reference_dice, 1.0 - train_dice,
-                             distance_tag="Dice", unit="")
-    values += privacy.metrics()
-    values += wasserstein_metrics(reference.reference_measures, measures)
-    values += failure_report(reference.train_measures, measures).metrics()
-    if reference.train_labels is not None and reference.class_names:
-        values += class_balance(reference.train_pca, reference.train_labels, generated_pca,
-                                reference.class_names, "pca").metrics()
-    return Evaluation(values, privacy)
+def evaluate(reference: ReferenceSet, volumes: np.ndarray, seed: int,
+             chosen: list[Metric]) -> Evaluation:
+    """Score generated volumes (M, R, R, R) with each metric of ``chosen`` that applies."""
+    generated = GeneratedSet(reference, volumes, seed)
+    values: list[MetricValue] = []
+    for metric in chosen:
+        if metric.applies_to(reference):
+            values += metric.evaluate(reference, generated)
+    return Evaluation(values, generated)

@@ -1,70 +1,116 @@
-"""The static HTML page of a run: every leaderboard, metric-versus-NFE plots, DCR
-histograms and a gallery."""
+"""The static HTML page of a run: verdict and headline table first, then every
+leaderboard, what is known of the real side, metric-versus-NFE plots, DCR
+histograms with the closest training/sample pairs, and a gallery.
+
+Every table has metrics as rows and methods as columns, so the page fits a
+1400 px window however many metrics a group has (a test opens it in headless
+Chromium at that width and checks that nothing overflows).
+"""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot loads)
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.core.io import atomic_path  # noqa: E402
 from bench.data.grid import FIELD_OF_VIEW_MM  # noqa: E402
-from bench.io import atomic_path  # noqa: E402
+from bench.data.preview import OBLIQUE, extract_surface, render  # noqa: E402
+from bench.store import DCR_FILE, RunFolder, load_samples  # noqa: E402
+from bench.tables import render_table, text_table  # noqa: E402
 from metrics.robustness import seed_summary  # noqa: E402
 
-NFE_METRICS = ("1-NNA-CD", "MMD-CD", "COV-CD", "failure-rate")
+CLOSEST_PAIRS = 10
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
+         "table{border-collapse:collapse;margin-bottom:1em}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+         "th:first-child,td:first-child{text-align:left}"
+         "img{max-width:100%}p.verdict{font-size:1.05em;line-height:1.5;max-width:75em}")
 
 
-def write_html(run_dir: Path, out_dir: Path, rows: pd.DataFrame,
-               sections: list[tuple[str, pd.DataFrame]], steps: int) -> Path:
-    """Write ``index.html`` with its PNGs into ``out_dir``; returns the page's path."""
-    from bench.report import render_table
+def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
+               tables: list[tuple[str, pd.DataFrame]], methods: list[str], ranked: list[str],
+               verdict: str, steps: int, nfe_metrics: list[str]) -> Path:
+    """Write ``index.html`` with its PNGs into ``out_dir``; returns the page's path.
 
-    parts = [f"<h1>skull-bench: {html.escape(run_dir.name)}</h1>",
-             f"<p>Mean ± 95 % CI over seeds at {steps} sampling steps; bold is best, † differs "
-             f"from the best (paired t-test across seeds, p &lt; 0.05). ↑ higher is better, "
-             f"↓ lower is better.</p>"]
-    for group, table in sections:
-        parts.append(f"<h2>{html.escape(group)}</h2>")
-        parts.append(render_table(table, rows, "html").to_html(escape=False))
-    for name in _nfe_plots(rows[rows["seed"] >= 0], out_dir):
-        parts.append(f'<h2>{html.escape(name[:-4])} against NFE</h2><img src="{name}" '
-                     f'alt="{html.escape(name[:-4])} against NFE">')
-    for name in _seed_strips(rows[(rows["seed"] >= 0) & (rows["steps"] == steps)], out_dir):
+    Args:
+        run: the run folder (reference facts, DCRs, samples).
+        out_dir: where the page and its images go.
+        rows: every result row, robustness rows included.
+        tables: (section, statistics) pairs, the headline first.
+        methods: the table columns, ranked methods then references.
+        ranked: the methods that compete (the others are references).
+        verdict: the generated verdict paragraph.
+        steps: the step budget of the tables.
+        nfe_metrics: the metrics plotted against NFE.
+    """
+    references = [method for method in methods if method not in ranked]
+    parts = [f"<h1>skull-bench: {html.escape(run.name)}</h1>",
+             f"<p>Mean ± 95 % CI over seeds at {steps} sampling steps; bold is best among "
+             f"the ranked methods ({html.escape(', '.join(ranked))}), † differs from the best "
+             f"(paired t-test across seeds, p &lt; 0.05); ↑ higher is better, ↓ lower is better."
+             + (f" References, never ranked: {html.escape(', '.join(references))}."
+                if references else "") + "</p>",
+             f'<p class="verdict">{html.escape(verdict)}</p>']
+    for section, table in tables:
+        parts.append(f"<h2>{html.escape(section)}</h2>")
+        parts.append(render_table(text_table(table, "html", methods,
+                                             ranked=section != "headline"), "html"))
+        if section == "headline":
+            parts.append(_reference_facts(run.reference_facts()))
+    for name in _nfe_plots(rows[rows["seed"] >= 0], nfe_metrics, out_dir):
+        parts.append(f'<h2>{html.escape(name[4:-4])} against NFE</h2><img src="{name}" '
+                     f'alt="{html.escape(name[4:-4])} against NFE">')
+    strips = _seed_strips(rows[(rows["seed"] >= 0) & (rows["steps"] == steps)], nfe_metrics,
+                          out_dir)
+    for name in strips:
         parts.append(f'<h2>per-seed values</h2><img src="{name}" alt="per-seed values">')
-    histogram = _dcr_histogram(run_dir, out_dir, steps)
-    if histogram:
-        parts.append(f'<h2>distance to the closest training record at {steps} steps</h2>'
-                     f'<p>DCR = 1 - Dice to the nearest training skull, pooled over seeds. '
-                     f'Mass near 0 beyond the held-out skulls\' own DCRs means copies of '
-                     f'training skulls (memorisation).</p>'
-                     f'<img src="{histogram}" alt="DCR histograms">')
-    gallery = _gallery(run_dir, out_dir, steps)
+    parts += _privacy_section(run, out_dir, steps)
+    gallery = _gallery(run, out_dir, steps)
     if gallery:
         parts.append(f'<h2>samples at {steps} steps beside real skulls</h2>'
                      f'<img src="{gallery}" alt="gallery of samples">')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>skull-bench report</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}</style>"
-            "</head><body>" + "\n".join(parts) + "</body></html>\n")
+            f"<style>{STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
     target = out_dir / "index.html"
     with atomic_path(target) as tmp:
         tmp.write_text(page)
     return target
 
 
-def _nfe_plots(rows: pd.DataFrame, out_dir: Path) -> list[str]:
-    """One PNG per headline metric: seed mean against NFE with its 95 % CI band."""
+def _reference_facts(facts: dict[str, Any]) -> str:
+    """A short list of what the run knows of the real side, or nothing."""
+    if not facts:
+        return ""
+    items = [f"{facts['n_train']} training skulls, {facts['n_reference']} reference skulls "
+             f"of {html.escape(str(facts['dataset']))} at {facts['voxel_size_mm']:g} mm"]
+    if facts.get("reconstruction_dice_mean") is not None:
+        items.append(f"representation {html.escape(str(facts['representation']))}: test-split "
+                     f"reconstruction Dice {facts['reconstruction_dice_mean']:.3f} (min "
+                     f"{facts['reconstruction_dice_min']:.3f}), the overlap no method in it "
+                     f"can beat")
+    if "reference_ms_ssim_diversity" in facts:
+        items.append(f"MS-SSIM diversity of the real skulls: "
+                     f"{facts['reference_ms_ssim_diversity']:.4g} (a method should come close)")
+    items.append(f"median DCR of held-out real skulls: {facts['reference_dcr_median']:.4g} "
+                 f"(samples far below it copy training skulls)")
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+
+
+def _nfe_plots(rows: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[str]:
+    """One PNG per metric: seed mean against NFE with its 95 % CI band."""
     summary = seed_summary(rows)
     names = []
-    for metric in NFE_METRICS:
+    for metric in metrics:
         curve = summary[summary["metric"] == metric]
-        if curve.empty:
+        if curve["steps"].nunique() < 2:
             continue
         figure, axis = plt.subplots(figsize=(6, 4))
         for method, frame in curve.groupby("method", sort=True):
@@ -81,9 +127,9 @@ def _nfe_plots(rows: pd.DataFrame, out_dir: Path) -> list[str]:
     return names
 
 
-def _seed_strips(rows: pd.DataFrame, out_dir: Path) -> list[str]:
-    """Per-seed values of the headline metrics at the report's step budget."""
-    picked = rows[rows["metric"].isin(NFE_METRICS)]
+def _seed_strips(rows: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[str]:
+    """Per-seed values of the plotted metrics at the report's step budget."""
+    picked = rows[rows["metric"].isin(metrics)]
     if picked.empty:
         return []
     grid = sns.catplot(data=picked, x="method", y="value", col="metric", kind="strip",
@@ -91,14 +137,13 @@ def _seed_strips(rows: pd.DataFrame, out_dir: Path) -> list[str]:
     return [_save(grid.figure, out_dir / "seeds.png")]
 
 
-def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
-    """Density histograms of DCRs per method at ``steps``, beside the held-out skulls' DCRs."""
-    from bench.run import DCR_FILE, cell_files
-
-    files = cell_files(run_dir, DCR_FILE)
+def _privacy_section(run: RunFolder, out_dir: Path, steps: int) -> list[str]:
+    """DCR histograms per method beside the held-out skulls', and the closest pairs."""
+    files = run.planned_files(DCR_FILE)
     if not files:
-        return None
-    rows = pd.concat([pd.read_csv(path) for path in files], ignore_index=True)
+        return []
+    rows = pd.concat([pd.read_csv(path, keep_default_na=False) for path in files],
+                     ignore_index=True)
     rows = rows[rows["steps"] == steps]
     generated = rows[rows["set"] == "generated"].assign(label=lambda r: r["method"])
     held_out = rows[rows["set"] == "held-out"]
@@ -108,27 +153,35 @@ def _dcr_histogram(run_dir: Path, out_dir: Path, steps: int) -> str | None:
                             & (held_out["seed"] == first["seed"])]
     shown = pd.concat([generated, held_out.assign(label="real (held-out)")], ignore_index=True)
     if shown.empty:
-        return None
+        return []
     figure, axis = plt.subplots(figsize=(7, 4))
     sns.histplot(data=shown.sort_values("label", kind="stable"), x="dcr", hue="label",
                  stat="density", common_norm=False, element="step", bins=30, ax=axis)
     axis.set_xlabel("DCR: 1 - Dice to the nearest training skull")
     axis.get_legend().set_title(None)
-    return _save(figure, out_dir / "dcr.png")
+    histogram = _save(figure, out_dir / "dcr.png")
+    closest = generated.sort_values(["dcr", "method", "seed", "sample"]).head(CLOSEST_PAIRS)
+    pairs = pd.DataFrame({"method": closest["method"], "seed": closest["seed"],
+                          "sample": closest["sample"],
+                          "nearest training skull": closest["nearest_train"],
+                          "Dice": (1.0 - closest["dcr"]).map(lambda d: f"{d:.3f}")})
+    return [f"<h2>distance to the closest training record at {steps} steps</h2>"
+            f"<p>DCR = 1 - Dice to the nearest training skull, pooled over seeds. Mass near 0 "
+            f"beyond the held-out skulls' own DCRs means copies of training skulls "
+            f"(memorisation).</p><img src=\"{histogram}\" alt=\"DCR histograms\">",
+            f"<h3>the {len(pairs)} samples closest to a training skull</h3>",
+            pairs.to_html(index=False, escape=True)]
 
 
-def _gallery(run_dir: Path, out_dir: Path, steps: int) -> str | None:
+def _gallery(run: RunFolder, out_dir: Path, steps: int) -> str | None:
     """Rendered samples of each method (its first cell) beside real reference skulls."""
-    from bench.data.preview import OBLIQUE, extract_surface, render
-    from bench.run import cell_files, load_samples
-
-    sets = {}
-    for path in cell_files(run_dir, f"samples-steps{steps}.npz"):
-        method = path.parent.name.rsplit("-s", 1)[0]
-        sets.setdefault(method, load_samples(path)[0][:4])
-    real = run_dir / "shared" / "reference-examples.npz"
-    if real.is_file():
-        sets["real (test)"] = load_samples(real)[0][:4]
+    sets: dict[str, Any] = {}
+    for folder in run.planned():
+        path = folder.samples_path(steps)
+        if path.is_file():
+            sets.setdefault(folder.info()["method"], load_samples(path)[0][:4])
+    if run.reference_examples.is_file():
+        sets["real (test)"] = load_samples(run.reference_examples)[0][:4]
     if not sets:
         return None
     figure, axes = plt.subplots(len(sets), 4, figsize=(10, 2.6 * len(sets)), squeeze=False)

@@ -1,32 +1,21 @@
 """`bench run`: the grid of cells (method x seed), each cached, resumable and shardable.
 
-Run directory::
+Every value of the configuration is checked before the first cell starts
+(:func:`check_run`). The run then writes its configuration, fits (or reuses)
+the shared representation, builds the reference side once, and runs every
+cell of the grid: one at a time, or ``config.jobs`` at once in forked worker
+processes (:mod:`bench.workers`). Two kinds of cell go through one path
+(:func:`run_cell`): a *method cell* fits a registered method, samples at
+every step budget, decodes and scores the samples with every selected metric
+and trains the downstream tasks on them; a *reference cell* (``real-train``,
+``gaussian-floor``) gives the downstream rows that frame the methods. A cell
+that fails with a :class:`~bench.core.errors.BenchError` (a numerical
+failure, samples that cannot be scored) is recorded with its reason in
+``failed.json`` and the others go on; any other exception is a bug and stops
+the run with its traceback. The folder layout is :mod:`bench.store`'s.
 
-    RUN/config.yaml            resolved configuration (with --methods, --seeds)
-    RUN/environment.json       package versions, git commit, device, threads
-    RUN/plan.json              the cell folders of this configuration (the report reads these)
-    RUN/shared/                the fitted representation and the reference set's cache
-    RUN/cells/METHOD-sSEED-HASH/
-        checkpoints/           training checkpoints (resume point)
-        cell.json              method, seed and the representation that decodes its samples
-        fit.json               the fit report: steps, losses, wall time, parameters, resume
-        method.pt              the fitted method (`bench sample` reads it)
-        samples-stepsS.npz     decoded samples per step budget
-        dcr.csv                per-sample DCRs of every step budget (the report's histograms)
-        results.csv            the cell's rows, written last: its presence means done
-        failed.json            why the cell failed (NaN loss, bad samples, ...)
-        timings.json           wall-clock seconds per stage (kept out of results)
-
-A cell's folder name carries a hash of what determines it (resolved config,
-dataset manifest, and the code: the bytes of every module of the four
-packages), so a rerun with other settings or changed code never mistakes old
-results for new ones. Cells are independent: ``--shard i/n``
-runs cells i, i+n, i+2n, ... of the sorted grid, and shards on separate
-machines can share one run directory. Every invocation writes ``plan.json``,
-the folders of the whole grid under the current configuration and code, and
-reports read only those: cells left behind by an earlier configuration or
-code version in the same run directory are kept on disk but never mixed into
-the leaderboards.
+Cells are independent: ``--shard i/n`` runs cells i, i+n, i+2n, ... of the
+sorted grid, and shards on separate machines can share one run folder.
 """
 
 from __future__ import annotations
@@ -37,45 +26,40 @@ import functools
 import hashlib
 import json
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-import bench
 from bench.config import RunConfig, to_dict
-from bench.errors import BenchError
-from bench.io import atomic_path, write_json_atomic
-from metrics.base import MetricValue
-from metrics.privacy import PrivacyReport
+from bench.core.errors import BenchError, NonFiniteError
+from bench.core.values import ValueSpec
+from bench.data.dataset import SkullDataset
+from bench.data.sources import load_dataset
+from bench.evaluation import Evaluation, build_reference, evaluate, selected_metrics
+from bench.representations import Representation, get_representation, reconstruction_dice
+from bench.store import (DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, load_samples,
+                         result_rows, save_samples)
+from bench.workers import run_in_workers, thread_budget
+from downstream.base import get_task
+from downstream.protocol import DownstreamConfig, cell_rows, gaussian_rows, real_rows
+from methods.base import FitConfig, Method
+from methods.registry import create_method, get_method
+from metrics.base import Metric
+from metrics.diversity import MSSSIMDiversity, ms_ssim_diversity
+from metrics.inputs import ReferenceSet
+from metrics.privacy import closest_records
 
 # Reference pseudo-methods of the downstream stage, run once per run (seed 0): the
 # tasks trained on the real training split (the ceiling), and on samples of the
 # gaussian baseline (the floor) when "gaussian" is not among the run's methods.
 REAL_TRAIN = "real-train"
 GAUSSIAN_FLOOR = "gaussian-floor"
-CELL_FILE = "cell.json"
-PLAN_FILE = "plan.json"
-DCR_FILE = "dcr.csv"
-DCR_COLUMNS = ["run", "method", "seed", "steps", "set", "dcr"]
-RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "group", "metric", "value",
-                  "higher_is_better", "unit"]
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One (method, seed) pair of a run."""
-
-    method: str
-    seed: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.method}-s{self.seed}"
+DOWNSTREAM_TRAINING_SETS = ("synthetic", "real+synthetic")
 
 
 @dataclass
@@ -114,139 +98,13 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-# Settings of a run that choose its grid of cells or how they are scheduled, but change
-# no cell's numbers: a cell's hash leaves them out, so a run with another seed or
-# method added, or with other jobs, reuses the cells it shares with an earlier one.
-NOT_CELL_SETTINGS = ("methods", "seeds", "method_params", "jobs")
-
-
-def cell_hash(cell: Cell, config: RunConfig, dataset_manifest_hash: str) -> str:
-    """Hash of what determines a cell: resolved config, dataset, code version."""
-    settings = {key: value for key, value in to_dict(config).items()
-                if key not in NOT_CELL_SETTINGS}
-    determining = {
-        "cell": [cell.method, cell.seed],
-        "config": settings,
-        "method_params": config.method_params.get(cell.method, {}),
-        "dataset": dataset_manifest_hash,
-        "code": code_fingerprint(),
-    }
-    text = json.dumps(determining, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-CODE_PACKAGES = ("bench", "methods", "metrics", "downstream")
-
-
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """The code's part of a cell's hash: the version and the source of the four packages.
-
-    It sees uncommitted edits, unlike a version number or a git commit; code of
-    plugin methods is not included.
-    """
-    root = Path(bench.__file__).resolve().parent.parent
-    return source_fingerprint(root, CODE_PACKAGES, salt=bench.__version__)
-
-
-def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") -> str:
-    """SHA-256 over the relative paths and bytes of every ``*.py`` under ``root/package``."""
-    digest = hashlib.sha256(salt.encode())
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def cell_folder(run_dir: Path, cell: Cell, digest: str) -> Path:
-    return run_dir / "cells" / f"{cell.label}-{digest}"
-
-
-def write_plan(run_dir: Path, cells: list[Cell], config: RunConfig,
-               dataset_manifest_hash: str) -> None:
-    """Record the folders of every cell of the grid (all shards) in ``plan.json``."""
-    names = [cell_folder(run_dir, cell, cell_hash(cell, config, dataset_manifest_hash)).name
-             for cell in cells]
-    write_json_atomic(run_dir / PLAN_FILE, {"cells": names})
-
-
-def planned_cell_folders(run_dir: Path) -> list[Path]:
-    """The cell folders of the run's current plan, finished or not, in grid order."""
-    path = run_dir / PLAN_FILE
-    try:
-        names = json.loads(path.read_text())["cells"]
-    except FileNotFoundError:
-        raise BenchError(f"{path}: missing; {run_dir} is not the folder of a `bench run`, or "
-                         f"it predates plans: rerun `bench run --out {run_dir}` with the same "
-                         f"settings to write one") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise BenchError(f"{path}: unreadable ({error}); rerun `bench run --out {run_dir}` "
-                         f"to write it again") from error
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise BenchError(f"{path}: 'cells' must be a list of folder names; rerun "
-                         f"`bench run --out {run_dir}` to write it again")
-    return [run_dir / "cells" / name for name in names]
-
-
-def cell_files(run_dir: Path, name: str) -> list[Path]:
-    """File ``name`` of each cell in the run's plan that has it, in grid order."""
-    return [folder / name for folder in planned_cell_folders(run_dir)
-            if (folder / name).is_file()]
-
-
-def unfinished_cells(run_dir: Path) -> list[str]:
-    """Folder names of the planned cells with neither results nor a recorded failure
-    (not yet run, interrupted, or another shard's that has not finished)."""
-    return [folder.name for folder in planned_cell_folders(run_dir)
-            if not (folder / "results.csv").is_file() and not (folder / "failed.json").is_file()]
-
-
-def result_rows(run_name: str, cell: Cell, steps: int, nfe: int,
-                values: list[MetricValue]) -> pd.DataFrame:
-    """Long-format rows of one (cell, step budget) as a data frame (not yet written)."""
-    rows = [[run_name, cell.method, cell.seed, steps, nfe, v.group, v.name, float(v.value),
-             bool(v.higher_is_better), v.unit] for v in values]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
-
-
-def dcr_rows(run_name: str, cell: Cell, steps: int, privacy: PrivacyReport) -> pd.DataFrame:
-    """One row per generated sample and per held-out skull: its DCR ("generated", "held-out")."""
-    rows = [[run_name, cell.method, cell.seed, steps, kind, float(distance)]
-            for kind, records in (("generated", privacy.generated), ("held-out", privacy.test))
-            for distance in records.distance]
-    return pd.DataFrame(rows, columns=DCR_COLUMNS)
-
-
-def save_results(path: Path, frame: pd.DataFrame) -> None:
-    """Write a table of a cell atomically (``results.csv``, written last, marks it done)."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
-
-
-def record_failure(folder: Path, cell: Cell, error: BaseException) -> str:
-    """Write ``failed.json`` with the reason; returns the reason."""
-    reason = f"{type(error).__name__}: {error}"
-    write_json_atomic(folder / "failed.json", {
-        "method": cell.method, "seed": cell.seed, "reason": reason,
-        "traceback": traceback.format_exception(error)})
-    return reason
-
-
-def save_samples(path: Path, volumes: np.ndarray, nfe: int) -> None:
-    """Decoded samples (bit-packed bool volumes) and their NFE, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, packed=np.packbits(volumes.reshape(len(volumes), -1),
-                                                           axis=1),
-                                shape=np.array(volumes.shape), nfe=np.array(nfe))
-
-
-def load_samples(path: Path) -> tuple[np.ndarray, int]:
-    with np.load(path) as data:
-        shape = tuple(int(s) for s in data["shape"])
-        flat = np.unpackbits(data["packed"], axis=1, count=int(np.prod(shape[1:])))
-        return flat.reshape(shape).astype(bool), int(data["nfe"])
+def reference_cells(config: RunConfig) -> list[Cell]:
+    """The downstream references of a run (run by shard 1): the real training split, and
+    the gaussian floor unless ``gaussian`` is among the methods; none without downstream."""
+    if not config.downstream.enabled:
+        return []
+    floor = [] if "gaussian" in config.methods else [Cell(GAUSSIAN_FLOOR, 0)]
+    return [Cell(REAL_TRAIN, 0)] + floor
 
 
 @contextlib.contextmanager
@@ -259,48 +117,55 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
-def environment(device: str) -> dict[str, object]:
-    """Package versions, git commit, device and threads, for environment.json."""
-    import platform
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
+def check_run(config: RunConfig) -> list[Metric]:
+    """Build every part of the run once, so that a misspelt name or hyperparameter is a
+    :class:`BenchError` now, not after the cells before it have trained for minutes.
 
-    packages = {}
-    for name in ("torch", "numpy", "scipy", "pot", "monai", "torchdiffeq", "pandas", "open3d",
-                 "skull-bench"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(bench.__file__).parent, check=False).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"packages": packages, "git_commit": commit or None, "python": platform.python_version(),
-            "platform": platform.platform(), "device": device,
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    Checks the methods and their parameters (every key of ``method_params``
+    must name a registered method, run or not: a preset may set a method's
+    parameters for when it is run), the representation, the metrics and the
+    downstream tasks. Returns the selected metrics.
+    """
+    for name in config.method_params:
+        get_method(name)
+    for name in config.methods:
+        create_method(name, **config.method_params.get(name, {}))
+    get_representation(config.representation.name, **config.representation.params)
+    chosen = selected_metrics(config.metrics)
+    if config.downstream.enabled:
+        _downstream_config(config).check()
+    return chosen
+
+
+def _downstream_config(config: RunConfig) -> DownstreamConfig:
+    settings = config.downstream
+    return DownstreamConfig(tasks=settings.tasks, params=settings.params,
+                            n_test=settings.n_test, device=config.device)
 
 
 @dataclass
 class RunContext:
     """What every cell of one invocation shares."""
 
-    name: str
-    folder: Path
     config: RunConfig
+    run: RunFolder
+    dataset: SkullDataset
     dataset_hash: str
-    representation: object
+    representation: Representation
     representation_path: Path
     train_latents: torch.Tensor
     val_latents: torch.Tensor | None
-    reference: object
+    reference: ReferenceSet
+    metrics: list[Metric]
     device: torch.device
     quiet: bool
-    real_train: np.ndarray
-    real_test: object
-    downstream: object
+
+    def folder(self, cell: Cell) -> CellFolder:
+        return self.run.cell(cell, self.config, self.dataset_hash)
+
+    @property
+    def downstream(self) -> DownstreamConfig:
+        return _downstream_config(self.config)
 
 
 def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | None = None,
@@ -308,21 +173,16 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     """Run (or resume) every cell of this shard; returns what happened to each, in grid
     order.
 
-    A cell that fails is recorded with its reason and the others go on; an
-    unknown method or hyperparameter is refused before any work starts. Cells
-    run one at a time, or ``config.jobs`` at once in worker processes (without
-    their inner progress bars), each with ``config.threads`` threads.
+    Cells run one at a time, or ``config.jobs`` at once in worker processes
+    (without their inner progress bars), each with ``config.threads`` threads.
     """
-    from tqdm import tqdm
-
-    from bench.workers import run_in_workers, thread_budget
-
-    check_methods(config)
+    chosen = check_run(config)
     with thread_budget(config.threads):
-        context = prepare_run(config, out_dir, quiet or config.jobs > 1)
+        context = prepare_run(config, RunFolder(out_dir), chosen, quiet or config.jobs > 1)
         references = reference_cells(config)
-        write_plan(out_dir, references + plan_cells(list(config.methods), config.seeds),
-                   config, context.dataset_hash)
+        grid = references + plan_cells(list(config.methods), config.seeds)
+        context.run.write_plan([context.folder(cell) for cell in grid],
+                               [cell.method for cell in references])
         cells = plan_cells(list(config.methods), config.seeds, shard)
         if shard is None or shard[0] == 1:
             cells = references + cells
@@ -343,205 +203,215 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     return sorted(outcomes, key=lambda outcome: cells.index(outcome.cell))
 
 
-def _one_at_a_time(context: RunContext, cells: list[Cell], progress) -> Iterator[CellOutcome]:
+def _one_at_a_time(context: RunContext, cells: list[Cell], progress: tqdm
+                   ) -> Iterator[CellOutcome]:
     for cell in cells:
         progress.set_postfix_str(cell.label)
         yield run_cell(context, cell)
 
 
-def reference_cells(config: RunConfig) -> list[Cell]:
-    """The downstream references of a run (run by shard 1): the real training split, and
-    the gaussian floor unless ``gaussian`` is among the methods; none without downstream."""
-    if not config.downstream.enabled:
-        return []
-    floor = [] if "gaussian" in config.methods else [Cell(GAUSSIAN_FLOOR, 0)]
-    return [Cell(REAL_TRAIN, 0)] + floor
-
-
-def check_methods(config: RunConfig) -> None:
-    """Build every method of the run once, so that a misspelt name or hyperparameter is
-    a :class:`BenchError` now, not after the cells before it have trained for minutes.
-
-    Every key of ``method_params`` must name a registered method, run or not (a
-    preset may set a method's parameters for when it is run).
-    """
-    from methods.registry import create_method, get_method
-
-    for name in config.method_params:
-        get_method(name)
-    for name in config.methods:
-        create_method(name, **config.method_params.get(name, {}))
-
-
-def prepare_run(config: RunConfig, out_dir: Path, quiet: bool) -> RunContext:
-    """Write config and environment, load the data, fit the shared representation."""
-    import yaml
-
-    from bench.data.sources import load_dataset
-    from bench.evaluation import build_reference
-    from bench.representations import Representation, get_representation
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    write_json_atomic(out_dir / "environment.json", environment(config.device))
+def prepare_run(config: RunConfig, run: RunFolder, chosen: list[Metric],
+                quiet: bool) -> RunContext:
+    """Write config and environment, load the data, fit the shared representation, build
+    the reference side, and write the catalogue and the reference facts."""
+    run.write_config(config, environment(config.device))
     data = config.dataset
     dataset = load_dataset(data.name, resolution=data.resolution, n=data.n, seed=data.seed,
                            mandible=data.mandible)
     dataset_hash = dataset.manifest.get("data_sha256", "")
-    rep_config = to_dict(config.representation)
-    rep_key = hashlib.sha256(json.dumps([rep_config, dataset_hash], sort_keys=True)
-                             .encode()).hexdigest()[:10]
-    rep_path = out_dir / "shared" / f"representation-{rep_key}.pt"
-    if rep_path.is_file():
-        representation = Representation.load(rep_path)
-    else:
-        representation = get_representation(config.representation.name,
-                                            **config.representation.params)
-        representation.fit(dataset.subset("train").volumes)
-        representation.save(rep_path)
-    val = dataset.subset("val")
-    reference = build_reference(dataset, config.metrics)
-    save_samples(out_dir / "shared" / "reference-examples.npz", reference.reference[:4], 0)
+    representation, representation_path = _representation(config, run, dataset, dataset_hash)
+    train, val = dataset.subset("train"), dataset.subset("val")
+    reference = build_reference(dataset, config.metrics, config.threads)
+    run.write_catalogue(catalogue(chosen, reference, config))
+    run.write_reference_facts(reference_facts(dataset, representation, reference, chosen))
+    save_samples(run.reference_examples, reference.volumes[:4], 0)
     return RunContext(
-        name=out_dir.name, folder=out_dir, config=config, dataset_hash=dataset_hash,
-        representation=representation, representation_path=rep_path,
-        train_latents=representation.encode(dataset.subset("train").volumes),
+        config=config, run=run, dataset=dataset, dataset_hash=dataset_hash,
+        representation=representation, representation_path=representation_path,
+        train_latents=representation.encode(train.volumes),
         val_latents=representation.encode(val.volumes) if len(val) else None,
-        reference=reference, device=torch.device(config.device), quiet=quiet,
-        real_train=dataset.subset("train").volumes, real_test=dataset.subset("test"),
-        downstream=_downstream_config(config))
+        reference=reference, metrics=chosen, device=torch.device(config.device), quiet=quiet)
 
 
-def _downstream_config(config: RunConfig):
-    from downstream.protocol import DownstreamConfig
+def _representation(config: RunConfig, run: RunFolder, dataset: SkullDataset,
+                    dataset_hash: str) -> tuple[Representation, Path]:
+    """The run's representation, fitted on the training split once and kept in shared/."""
+    key = hashlib.sha256(json.dumps([to_dict(config.representation), dataset_hash],
+                                    sort_keys=True).encode()).hexdigest()[:10]
+    path = run.representation_path(key)
+    if path.is_file():
+        return Representation.load(path), path
+    representation = get_representation(config.representation.name,
+                                        **config.representation.params)
+    representation.fit(dataset.subset("train").volumes)
+    representation.save(path)
+    return representation, path
 
-    settings = config.downstream
-    downstream = DownstreamConfig(tasks=settings.tasks, params=settings.params,
-                                  n_test=settings.n_test, device=config.device)
-    downstream.check()
-    return downstream
+
+def catalogue(chosen: list[Metric], reference: ReferenceSet, config: RunConfig
+              ) -> list[dict[str, object]]:
+    """Group, name, direction, unit, tags and source of every scalar the run reports."""
+    entries = [_entry(metric.group, spec, metric.name) for metric in chosen
+               if metric.applies_to(reference) for spec in metric.outputs]
+    if config.downstream.enabled:
+        for task in config.downstream.tasks:
+            for spec in get_task(task).metrics:
+                for training in DOWNSTREAM_TRAINING_SETS:
+                    # Only the rows trained on samples alone make the headline.
+                    tags = spec.tags if training == "synthetic" else frozenset()
+                    entries.append(_entry("downstream", dataclasses.replace(
+                        spec, name=f"{training}:{spec.name}", tags=tags), f"task {task}"))
+    return entries
+
+
+def _entry(group: str, spec: ValueSpec, source: str) -> dict[str, object]:
+    return {"group": group, "name": spec.name, "higher_is_better": spec.higher_is_better,
+            "unit": spec.unit, "tags": sorted(spec.tags), "source": source}
+
+
+def reference_facts(dataset: SkullDataset, representation: Representation,
+                    reference: ReferenceSet, chosen: list[Metric]) -> dict[str, object]:
+    """What the report says about the real side: sizes, the representation's test-split
+    reconstruction Dice (the floor every method inherits), and the real skulls' own
+    diversity and DCRs (the levels a method should match)."""
+    test = dataset.subset("test")
+    dice = reconstruction_dice(representation, test.volumes) if len(test) else np.array([])
+    facts: dict[str, object] = {
+        "dataset": dataset.name, "n_train": len(reference.train_volumes),
+        "n_reference": len(reference.volumes), "voxel_size_mm": reference.voxel_size_mm,
+        "representation": representation.name,
+        "reconstruction_dice_mean": float(dice.mean()) if len(dice) else None,
+        "reconstruction_dice_min": float(dice.min()) if len(dice) else None,
+        "reference_dcr_median": float(np.median(
+            closest_records(1.0 - reference.train_dice).distance))}
+    for metric in chosen:
+        if isinstance(metric, MSSSIMDiversity):
+            facts["reference_ms_ssim_diversity"] = ms_ssim_diversity(
+                reference.volumes, metric.params.pairs, seed=0)
+    return facts
 
 
 def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
-    """Fit, sample at every step budget, decode, evaluate, write rows; or reuse them."""
-    from tqdm import tqdm
-
-    from bench.evaluation import evaluate_in_full
-    from methods.base import FitConfig, Method
-    from methods.registry import create_method
-
-    config = context.config
-    folder = cell_folder(context.folder, cell, cell_hash(cell, config, context.dataset_hash))
-    if (folder / "results.csv").is_file():
+    """Produce one cell's rows, or reuse them; a BenchError records a failed cell."""
+    folder = context.folder(cell)
+    if folder.done:
         return CellOutcome(cell, "cached")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "failed.json").unlink(missing_ok=True)
-    write_json_atomic(folder / CELL_FILE, {
-        "method": cell.method, "seed": cell.seed,
-        "representation": context.representation_path.relative_to(context.folder).as_posix()})
+    folder.start(cell, context.representation_path.relative_to(context.run.path).as_posix())
     timings: dict[str, float] = {}
-    if cell.method in (REAL_TRAIN, GAUSSIAN_FLOOR):
-        return _reference_cell(context, cell, folder, timings)
+    produce = REFERENCE_CELLS.get(cell.method, _method_cell)
     try:
-        method_path = folder / "method.pt"
-        if method_path.is_file():
-            method = Method.load(method_path)
-        else:
-            method = create_method(cell.method, **config.method_params.get(cell.method, {}))
-            train_config = dataclasses.replace(config.train, progress=not context.quiet)
-            fit_config = FitConfig(backbone=config.backbone, train=train_config,
-                                   checkpoint_dir=folder / "checkpoints")
-            with timed(timings, "fit"):
-                report = method.fit(context.train_latents, context.val_latents, fit_config,
-                                    cell.seed, context.device)
-            write_json_atomic(folder / "fit.json", {**dataclasses.asdict(report),
-                                                    "final_loss": report.final_loss})
-            method.save(method_path)
-        frames, dcr_frames = [], []
-        budgets = tqdm(config.sampling.steps, desc=f"{cell.label} sample+evaluate",
-                       unit="budget", leave=False, disable=context.quiet)
-        for steps in budgets:
-            volumes, nfe = _samples(context, method, cell, steps, folder, timings)
-            with timed(timings, "evaluate"):
-                evaluation = evaluate_in_full(context.reference, volumes, seed=cell.seed)
-            frames.append(result_rows(context.name, cell, steps, nfe, evaluation.values))
-            dcr_frames.append(dcr_rows(context.name, cell, steps, evaluation.privacy))
-        if config.downstream.enabled:
-            steps = config.downstream.steps or max(config.sampling.steps)
-            volumes, nfe = _samples(context, method, cell, steps, folder, timings)
-            with timed(timings, "downstream"):
-                frames.append(_downstream_frame(context, cell, steps, nfe, volumes))
-        save_results(folder / DCR_FILE, pd.concat(dcr_frames, ignore_index=True))
-        save_results(folder / "results.csv", pd.concat(frames, ignore_index=True))
-    except (BenchError, RuntimeError, ValueError, FloatingPointError) as error:
-        return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
+        folder.write_results(produce(context, cell, folder, timings))
+    except BenchError as error:
+        return CellOutcome(cell, "failed", folder.record_failure(cell, error), timings)
     finally:
-        write_json_atomic(folder / "timings.json", timings)
+        folder.write_timings(timings)
     return CellOutcome(cell, "done", timings=timings)
 
 
-def _downstream_frame(context: RunContext, cell: Cell, steps: int, nfe: int,
-                      volumes: np.ndarray) -> pd.DataFrame:
-    """Downstream rows of one cell: tasks trained on its samples, and on real + samples."""
-    from downstream.protocol import cell_rows
-
-    rows = cell_rows(volumes, context.real_train, context.real_test, cell.seed,
-                     context.downstream)
-    values = [dataclasses.replace(value, name=f"{training}:{value.name}")
-              for training, value in rows]
-    return result_rows(context.name, cell, steps, nfe, values)
-
-
-def _reference_cell(context: RunContext, cell: Cell, folder: Path,
-                    timings: dict[str, float]) -> CellOutcome:
-    """Downstream rows of a reference: the real training split, or the gaussian floor.
-
-    Its rows are named like a method's ``synthetic:*`` rows, so that the
-    reference sits in the same leaderboard columns as the methods it frames.
-    """
-    from downstream.protocol import gaussian_rows, real_rows
-    from methods.base import FitConfig
-    from methods.registry import create_method
-
+def _method_cell(context: RunContext, cell: Cell, folder: CellFolder,
+                 timings: dict[str, float]) -> pd.DataFrame:
+    """Fit (or load), sample at every step budget, score, and train the downstream tasks."""
     config = context.config
-    steps = config.downstream.steps or max(config.sampling.steps)
-    try:
+    method = _fitted_method(context, cell, folder, timings)
+    frames, dcr_frames = [], []
+    budgets = tqdm(config.sampling.steps, desc=f"{cell.label} sample+evaluate",
+                   unit="budget", leave=False, disable=context.quiet)
+    for steps in budgets:
+        volumes, nfe = _samples(context, method, cell, steps, folder, timings)
+        with timed(timings, "evaluate"):
+            evaluation = evaluate(context.reference, volumes, cell.seed, context.metrics)
+        frames.append(result_rows(context.run.name, cell, steps, nfe, evaluation.values))
+        dcr_frames.append(dcr_rows(context, cell, steps, evaluation))
+    if config.downstream.enabled:
+        steps = config.downstream.steps or max(config.sampling.steps)
+        volumes, nfe = _samples(context, method, cell, steps, folder, timings)
         with timed(timings, "downstream"):
-            if cell.method == REAL_TRAIN:
-                rows = real_rows(context.real_train, context.real_test, cell.seed,
-                                 context.downstream)
-            else:
-                gaussian = create_method("gaussian")
-                gaussian.fit(context.train_latents, context.val_latents,
-                             FitConfig(backbone=config.backbone, train=config.train), cell.seed,
-                             context.device)
-                samples = gaussian.sample(config.sampling.n_samples, steps, cell.seed,
-                                          context.device).samples
-                rows = gaussian_rows(context.representation.decode(samples.cpu()),
-                                     context.real_test, cell.seed, context.downstream)
-        values = [dataclasses.replace(value, name=f"synthetic:{value.name}")
-                  for _, value in rows]
-        save_results(folder / "results.csv", result_rows(context.name, cell, steps, 0, values))
-    except (BenchError, RuntimeError, ValueError) as error:
-        return CellOutcome(cell, "failed", record_failure(folder, cell, error), timings)
-    finally:
-        write_json_atomic(folder / "timings.json", timings)
-    return CellOutcome(cell, "done", timings=timings)
+            rows = cell_rows(volumes, context.dataset.subset("train").volumes,
+                             context.dataset.subset("test"), cell.seed, context.downstream)
+        values = [dataclasses.replace(value, name=f"{training}:{value.name}")
+                  for training, value in rows]
+        frames.append(result_rows(context.run.name, cell, steps, nfe, values))
+    folder.write_dcr(pd.concat(dcr_frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)
 
 
-def _samples(context: RunContext, method, cell: Cell, steps: int, folder: Path,
+def _fitted_method(context: RunContext, cell: Cell, folder: CellFolder,
+                   timings: dict[str, float]) -> Method:
+    """The cell's method: loaded from ``method.pt``, or fitted and saved there."""
+    if folder.method_path.is_file():
+        return Method.load(folder.method_path)
+    config = context.config
+    method = create_method(cell.method, **config.method_params.get(cell.method, {}))
+    train_config = dataclasses.replace(config.train, progress=not context.quiet)
+    fit_config = FitConfig(backbone=config.backbone, train=train_config,
+                           checkpoint_dir=folder.checkpoint_dir)
+    with timed(timings, "fit"):
+        report = method.fit(context.train_latents, context.val_latents, fit_config, cell.seed,
+                            context.device)
+    folder.write_fit({**dataclasses.asdict(report), "final_loss": report.final_loss})
+    method.save(folder.method_path)
+    return method
+
+
+def _samples(context: RunContext, method: Method, cell: Cell, steps: int, folder: CellFolder,
              timings: dict[str, float]) -> tuple[np.ndarray, int]:
-    """Decoded samples of one step budget, from the cell's cache or freshly drawn."""
-    path = folder / f"samples-steps{steps}.npz"
+    """Decoded samples of one step budget, from the cell's folder or freshly drawn."""
+    path = folder.samples_path(steps)
     if path.is_file():
         return load_samples(path)
     with timed(timings, "sample"):
         samples, nfe = method.sample(context.config.sampling.n_samples, steps, cell.seed,
                                      context.device)
         if not torch.isfinite(samples).all():
-            raise BenchError(f"method {cell.method!r}, seed {cell.seed}: samples at {steps} "
-                             f"steps contain NaN or infinite values")
+            raise NonFiniteError(f"method {cell.method!r}, seed {cell.seed}: samples at "
+                                 f"{steps} steps contain NaN or infinite values")
         volumes = context.representation.decode(samples.cpu())
     save_samples(path, volumes, nfe)
     return volumes, nfe
+
+
+def dcr_rows(context: RunContext, cell: Cell, steps: int, evaluation: Evaluation
+             ) -> pd.DataFrame:
+    """One row per generated sample and per held-out skull: its DCR (1 - Dice to the
+    nearest training skull) and that skull's id."""
+    ids = context.dataset.subset("train").subject_ids
+    rows = []
+    for kind, records in (("generated", evaluation.closest_training_records()),
+                          ("held-out", closest_records(1.0 - context.reference.train_dice))):
+        for sample, (index, distance) in enumerate(zip(records.index, records.distance)):
+            rows.append([context.run.name, cell.method, cell.seed, steps, kind, sample,
+                         float(distance), ids[index] if index >= 0 else ""])
+    return pd.DataFrame(rows, columns=DCR_COLUMNS)
+
+
+def _reference_cell(context: RunContext, cell: Cell, folder: CellFolder,
+                    timings: dict[str, float]) -> pd.DataFrame:
+    """Downstream rows of a reference: the real training split, or the gaussian floor.
+
+    Its rows are named like a method's ``synthetic:*`` rows, so that the
+    reference sits in the same leaderboard columns as the methods it frames.
+    """
+    config = context.config
+    steps = config.downstream.steps or max(config.sampling.steps)
+    test = context.dataset.subset("test")
+    with timed(timings, "downstream"):
+        if cell.method == REAL_TRAIN:
+            rows = real_rows(context.dataset.subset("train").volumes, test, cell.seed,
+                             context.downstream)
+        else:
+            gaussian = create_method("gaussian")
+            gaussian.fit(context.train_latents, context.val_latents,
+                         FitConfig(backbone=config.backbone, train=config.train), cell.seed,
+                         context.device)
+            samples = gaussian.sample(config.sampling.n_samples, steps, cell.seed,
+                                      context.device).samples
+            rows = gaussian_rows(context.representation.decode(samples.cpu()), test, cell.seed,
+                                 context.downstream)
+    values = [dataclasses.replace(value, name=f"synthetic:{value.name}") for _, value in rows]
+    return result_rows(context.run.name, cell, steps, 0, values)
+
+
+CellProducer = Callable[[RunContext, Cell, CellFolder, dict[str, float]], pd.DataFrame]
+REFERENCE_CELLS: dict[str, CellProducer] = {REAL_TRAIN: _reference_cell,
+                                            GAUSSIAN_FLOOR: _reference_cell}
+"""The kinds of cell that are not a registered method, by their pseudo-method name."""

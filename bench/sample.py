@@ -9,17 +9,16 @@ units (mm, RAS) as NIfTI, NRRD or STL (:mod:`bench.data.export`), beside a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from bench.core.errors import BenchError
+from bench.core.io import sha256_file, write_json_atomic
 from bench.data.export import EXPORT_FORMATS, write_volume
-from bench.errors import BenchError
-from bench.io import sha256_file, write_json_atomic
-from bench.run import CELL_FILE
-
-METHOD_FILE = "method.pt"
+from bench.representations import Representation
+from bench.store import METHOD_FILE, CellFolder
+from methods.base import Method
 
 
 def sample_to_files(checkpoint: Path, n: int, steps: int, out: Path, file_format: str,
@@ -32,9 +31,6 @@ def sample_to_files(checkpoint: Path, n: int, steps: int, out: Path, file_format
     Returns:
         The written sample files, in order, then ``samples.json``.
     """
-    from bench.representations import Representation
-    from methods.base import Method
-
     if file_format not in EXPORT_FORMATS:
         raise BenchError(f"--format {file_format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if n < 1 or steps < 1:
@@ -67,14 +63,10 @@ def _locate(checkpoint: Path) -> tuple[Path, Path]:
     if not method_path.is_file():
         raise BenchError(f"{checkpoint}: no fitted method here; pass a cell's {METHOD_FILE} "
                          f"(RUN/cells/METHOD-sSEED-HASH/{METHOD_FILE}) or its folder")
-    cell_file = method_path.parent / CELL_FILE
-    try:
-        relative = json.loads(cell_file.read_text())["representation"]
-    except (OSError, ValueError, KeyError) as error:
-        raise BenchError(f"{cell_file}: cannot read the cell's representation ({error}); the "
-                         f"checkpoint must sit in its cell folder of a `bench run`") from None
-    representation_path = method_path.parent.parent.parent / relative
+    folder = CellFolder(method_path.parent)
+    representation_path = folder.path.parent.parent / folder.info()["representation"]
     if not representation_path.is_file():
-        raise BenchError(f"{representation_path}: the representation named by {cell_file} is "
-                         f"missing; was the run's shared/ folder moved or deleted?")
+        raise BenchError(f"{representation_path}: the representation named by the cell's "
+                         f"record in {folder.path} is missing; was the run's shared/ folder "
+                         f"moved or deleted?")
     return method_path, representation_path

@@ -33,7 +33,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 T = TypeVar("T")
 R = TypeVar("R")

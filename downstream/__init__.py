@@ -9,12 +9,12 @@ protocol (train on synthetic, test on real, with reference rows) is in
 :mod:`downstream.protocol`.
 """
 
-from downstream.base import (TASKS, DegenerateTrainingSet, MetricSpec, Task, create_task,
+from downstream.base import (TASKS, DegenerateTrainingSet, Task, create_task,
                              get_task, register_task)
 from downstream.alignment import AlignmentParams, AlignmentTask
 from downstream.completion import CompletionParams, CompletionTask
 from downstream.defects import DEFECT_KINDS, Defect, DefectParams, cut_defect
 
 __all__ = ["TASKS", "AlignmentParams", "AlignmentTask", "CompletionParams", "CompletionTask",
-           "DEFECT_KINDS", "Defect", "DefectParams", "DegenerateTrainingSet", "MetricSpec",
-           "Task", "create_task", "cut_defect", "get_task", "register_task"]
+           "DEFECT_KINDS", "Defect", "DefectParams", "DegenerateTrainingSet", "Task",
+           "create_task", "cut_defect", "get_task", "register_task"]

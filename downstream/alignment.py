@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from bench.data.dataset import SkullDataset
-from bench.errors import BenchError
-from downstream.base import (DegenerateTrainingSet, MetricSpec, Params, Task, check_choice,
+from bench.core.errors import BenchError
+from bench.core.values import ValueSpec
+from downstream.base import (DegenerateTrainingSet, Params, Task, check_choice,
                              check_counts, check_positive, register_task)
 from downstream.icp import IcpAligner, build_template
 from downstream.pose_regressor import cloud_moments, cpu_threads, predict_pose, train_regressor
@@ -96,10 +97,11 @@ class AlignmentTask(Task):
     Params = AlignmentParams
     metrics = tuple(
         spec for prefix in ("align", "align-icp") for spec in (
-            MetricSpec(f"{prefix}-rot-err-deg", False, "deg"),
-            MetricSpec(f"{prefix}-trans-err-mm", False, "mm"),
-            MetricSpec(f"{prefix}-landmark-err-mm", False, "mm"),
-            MetricSpec(f"{prefix}-success-rate", True, "%")))
+            ValueSpec(f"{prefix}-rot-err-deg", False, "deg",
+                      {"headline"} if prefix == "align" else set()),
+            ValueSpec(f"{prefix}-trans-err-mm", False, "mm"),
+            ValueSpec(f"{prefix}-landmark-err-mm", False, "mm"),
+            ValueSpec(f"{prefix}-success-rate", True, "%")))
     params: AlignmentParams
 
     def _check_params(self) -> None:

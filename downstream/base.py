@@ -10,7 +10,7 @@ neither) and is scored on real held-out skulls:
 
 Like a method, a task's constructor stores its hyperparameters (one frozen
 dataclass, ``Params``) unchanged; learned state is set only by ``train``;
-``evaluate`` before ``train`` raises :class:`~bench.errors.BenchError`. The
+``evaluate`` before ``train`` raises :class:`~bench.core.errors.BenchError`. The
 ``seed`` of ``evaluate`` fixes the test perturbations (poses, defects), so
 every training set scored with the same seed meets the same test cases.
 """
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from bench.data.dataset import SkullDataset
-from bench.errors import BenchError
-from bench.registry import Registry
-from bench.representations.base import as_binary_volumes
-from bench.params import with_overrides
-from metrics.base import MetricValue
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
+from bench.core.volumes import as_binary_volumes
+from bench.core.params import with_overrides
+from bench.core.values import MetricValue, ValueSpec
 
 GROUP = "downstream"
 
@@ -44,15 +44,6 @@ class DegenerateTrainingSet(BenchError):
 
 
 @dataclass(frozen=True)
-class MetricSpec:
-    """Name, direction and unit of one scalar that a task reports."""
-
-    name: str
-    higher_is_better: bool
-    unit: str
-
-
-@dataclass(frozen=True)
 class Params:
     """Hyperparameters of a task; subclasses add typed fields with defaults."""
 
@@ -60,15 +51,16 @@ class Params:
 class Task(ABC):
     """Base class of downstream tasks; register subclasses with ``@register_task``.
 
-    Subclasses set ``Params``, ``metrics`` (the :class:`MetricSpec` of every
-    value ``evaluate`` returns, in order) and ``description``, and implement
+    Subclasses set ``Params``, ``metrics`` (the
+    :class:`~bench.core.values.ValueSpec` of every value ``evaluate`` returns,
+    in order) and ``description``, and implement
     ``_train`` and ``_evaluate``.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
-    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    metrics: ClassVar[tuple[ValueSpec, ...]] = ()
 
     def __init__(self, params: Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
@@ -174,20 +166,20 @@ def check_positive(task: str, **values: float) -> None:
 
 # ----------------------------------------------------------------------------- registry
 
-REGISTRY: Registry[type[Task]] = Registry("downstream task", Task)
-TASKS = REGISTRY.classes
-"""Registered tasks by name; fill it with :func:`register_task`."""
+TASKS: Registry[type[Task]] = Registry("downstream task", Task, entry_point_group="bench.tasks",
+                                       params_base=Params)
+"""Registered tasks by name; plugins by ``--plugin`` or the ``bench.tasks`` entry-point group."""
 T = TypeVar("T", bound=type[Task])
 
 
 def register_task(name: str) -> Callable[[T], T]:
     """Class decorator: register a :class:`Task` subclass under ``name``."""
-    return REGISTRY.decorator(name)
+    return TASKS.decorator(name)
 
 
 def get_task(name: str) -> type[Task]:
     """The class registered as ``name``; an unknown name lists the valid ones."""
-    return REGISTRY.get(name)
+    return TASKS.get(name)
 
 
 def create_task(name: str, **params: Any) -> Task:

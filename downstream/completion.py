@@ -38,8 +38,9 @@ import torch
 from monai.networks.nets import BasicUNet
 
 from bench.data.dataset import SkullDataset
-from bench.errors import BenchError
-from downstream.base import (DegenerateTrainingSet, MetricSpec, Params, Task, check_choice,
+from bench.core.errors import BenchError
+from bench.core.values import ValueSpec
+from downstream.base import (DegenerateTrainingSet, Params, Task, check_choice,
                              check_counts, check_positive, register_task)
 from downstream.defects import DEFECT_KINDS, Defect, DefectError, DefectParams, cut_defect
 from downstream.overlap import implant_scores
@@ -255,9 +256,9 @@ class CompletionTask(Task):
 
     description = "implant design for SkullBreak-style vault defects: PCA shape model or 3D U-Net"
     Params = CompletionParams
-    metrics = (MetricSpec("completion-dice", True, ""),
-               MetricSpec("completion-border-dice", True, ""),
-               MetricSpec("completion-hd95-mm", False, "mm"))
+    metrics = (ValueSpec("completion-dice", True, "", {"headline"}),
+               ValueSpec("completion-border-dice", True, ""),
+               ValueSpec("completion-hd95-mm", False, "mm"))
     params: CompletionParams
 
     def _check_params(self) -> None:

@@ -48,7 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from bench.data.grid import axis_centers_mm
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 DEFECT_KINDS = ("bilateral", "frontoorbital", "parietotemporal", "random")
 RADII_MM = {"bilateral": (32.0, 45.0), "frontoorbital": (22.0, 32.0),

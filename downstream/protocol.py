@@ -36,9 +36,9 @@ import torch
 import downstream.alignment  # noqa: F401  (registers the task)
 import downstream.completion  # noqa: F401  (registers the task)
 from bench.data.dataset import SkullDataset
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from downstream.base import DegenerateTrainingSet, create_task, get_task
-from metrics.base import MetricValue
+from bench.core.values import MetricValue
 
 TRAINING_SETS = ("synthetic", "real+synthetic", "real", "gaussian")
 Rows = list[tuple[str, MetricValue]]

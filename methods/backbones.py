@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # The UNet's timestep input is t * UNET_TIME_SCALE: t in [0, 1] becomes [0, 1000],
 # the range of DDPM step indices that MONAI's sinusoidal embedding is made for
@@ -58,14 +59,15 @@ class BackboneConfig:
 
 
 def build_backbone(data_shape: tuple[int, ...], config: BackboneConfig, *,
-                   seed: int | None = None) -> nn.Module:
+                   seed: int) -> nn.Module:
     """The network for data of per-sample shape ``data_shape``.
 
     Args:
         data_shape: (D,) for latent vectors, (C, D, H, W) for voxel grids.
         config: which network and its size.
         seed: seeds the initial weights without touching the global random
-            state; None draws them from the global generator.
+            state (a network about to load saved weights still takes one, so
+            that building it never consumes the caller's random numbers).
     """
     data_shape = tuple(int(size) for size in data_shape)
     kind = config.kind
@@ -90,11 +92,8 @@ def parameter_count(module: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
+def _seeded(seed: int) -> Iterator[None]:
     """Seed the CPU generator for the block, then restore the global state."""
-    if seed is None:
-        yield
-        return
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         yield
@@ -155,8 +154,6 @@ class VoxelUNet(nn.Module):
 
     def __init__(self, channels: int, config: BackboneConfig) -> None:
         super().__init__()
-        from monai.networks.nets import DiffusionModelUNet
-
         self.unet = DiffusionModelUNet(
             spatial_dims=3, in_channels=channels, out_channels=channels,
             channels=tuple(config.unet_channels), attention_levels=tuple(config.unet_attention),

@@ -17,11 +17,12 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from bench.errors import BenchError
-from bench.params import with_overrides
-from bench.io import atomic_path
+from bench.core.errors import BenchError
+from bench.core.io import atomic_path
+from bench.core.params import with_overrides
+from bench.core.registry import Registry
+from bench.core.training import TrainConfig
 from methods.backbones import BackboneConfig
-from bench.training import TrainConfig
 
 SAVE_FORMAT_VERSION = 1
 
@@ -147,9 +148,7 @@ class Method(ABC):
                              f"code reads {SAVE_FORMAT_VERSION}; fit the method again")
         if cls.name and payload["method"] != cls.name:
             raise BenchError(f"{path}: holds method {payload['method']!r}, not {cls.name!r}")
-        from methods.registry import get_method
-
-        method_cls = get_method(payload["method"])
+        method_cls = METHODS.get(payload["method"])
         method = method_cls(method_cls.Params(**payload["params"]))
         method.data_shape_ = tuple(payload["data_shape"])
         method._restore(payload["state"], torch.device(device))
@@ -178,6 +177,12 @@ class Method(ABC):
     @abstractmethod
     def _restore(self, state: dict[str, Any], device: torch.device) -> None:
         """Set learned state from ``_state``'s output."""
+
+
+METHODS: Registry[type[Method]] = Registry("method", Method, entry_point_group="bench.methods",
+                                           params_base=Params)
+"""Registered methods by name: built-ins on ``import methods``, plugins by ``--plugin`` or
+the ``bench.methods`` entry-point group (see :mod:`methods.registry`)."""
 
 
 def standard_normal(n: int, shape: tuple[int, ...], seed: int,

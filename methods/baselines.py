@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from methods.base import FitConfig, FitReport, Method, Params, SampleResult, standard_normal
 from methods.diffusion import apply_in_row_blocks, block_rows
 from methods.registry import register_method

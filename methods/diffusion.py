@@ -65,8 +65,8 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from bench.errors import BenchError
-from bench.training import train_network
+from bench.core.errors import BenchError
+from bench.core.training import train_network
 from methods.backbones import BackboneConfig, build_backbone
 from methods.base import FitConfig, FitReport, Method, Params, SampleResult, standard_normal
 from methods.registry import register_method
@@ -206,7 +206,8 @@ class DDPM(Method):
 
     def _restore(self, state: dict[str, Any], device: torch.device) -> None:
         self.backbone_ = BackboneConfig(**state["backbone"])
-        network = build_backbone(self.data_shape_, self.backbone_)
+        # Any seed: the saved weights replace the initial ones at once.
+        network = build_backbone(self.data_shape_, self.backbone_, seed=0)
         network.load_state_dict(state["network"])
         self.network_ = network.to(device).eval().requires_grad_(False)
 

@@ -73,7 +73,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from metrics.pointsets import PointSets
 
 DEFAULT_EMD_POINTS = 512

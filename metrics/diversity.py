@@ -8,9 +8,9 @@ generated samples measures how alike they are; the diversity is
     MS-SSIM-diversity = 1 - mean over pairs of MS-SSIM(v_i, v_j)
 
 (0 when every sample is the same volume; higher is more diverse). As a target
-level, the same number over pairs of reference skulls is reported as
-``MS-SSIM-diversity-reference``: a method should come close to it; far above
-it means noise rather than variety. Both rows are in group "distribution" and
+level, the same number over pairs of reference skulls is reported among the
+run's reference facts: a method should come close to it; far above
+it means noise rather than variety. The row is in group "distribution" and
 dimensionless. Because the background, where both volumes are empty, is
 identical in every pair, values are small (about 0.1 for synthskull at 64^3);
 compare them only at one resolution.
@@ -36,13 +36,17 @@ renormalised to sum 1 (kernel 3 at 16^3, 7 at 32^3).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
-from bench.representations.base import as_binary_volumes
-from metrics.base import MetricValue
+from bench.core.errors import BenchError
+from bench.core.volumes import as_binary_volumes
+from bench.core.values import ValueSpec
+from metrics.base import Metric, Params, register_metric
 
 WANG_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 DEFAULT_PAIRS = 100
@@ -170,26 +174,24 @@ def ms_ssim_diversity(volumes: np.ndarray, n_pairs: int = DEFAULT_PAIRS, seed: i
     return float(1.0 - pairwise_ms_ssim(volumes, pairs, device).mean())
 
 
-def diversity_metrics(reference: np.ndarray, generated: np.ndarray,
-                      n_pairs: int = DEFAULT_PAIRS, seed: int = 0,
-                      device: str | torch.device = "cpu",
-                      reference_level: float | None = None) -> list[MetricValue]:
-    """``MS-SSIM-diversity`` of the generated volumes and ``-reference`` of the reference.
+@dataclass(frozen=True)
+class DiversityParams(Params):
+    """Random pairs of samples whose MS-SSIM is averaged."""
 
-    Args:
-        reference: bool (N, R, R, R) real skulls, e.g. the training split.
-        generated: bool (M, R, R, R) samples, same grid.
-        n_pairs: pairs per set (0.05 to 0.25 s per pair at 64^3 on 2 CPU cores).
-        seed: seeds the choice of pairs (the same seed for both sets).
-        device: where the filtering runs.
-        reference_level: the reference set's diversity if already computed (it
-            is the same for every method of a run); None computes it.
-    """
-    if reference_level is None:
-        reference_level = ms_ssim_diversity(reference, n_pairs, seed, device)
-    return [
-        MetricValue("MS-SSIM-diversity", ms_ssim_diversity(generated, n_pairs, seed, device),
-                    True, "", "distribution"),
-        MetricValue("MS-SSIM-diversity-reference", float(reference_level), True, "",
-                    "distribution"),
-    ]
+    pairs: int = DEFAULT_PAIRS
+
+
+@register_metric("ms-ssim-diversity")
+class MSSSIMDiversity(Metric):
+    """1 - mean MS-SSIM over random pairs of samples (see the module notes)."""
+
+    description = ("1 - mean MS-SSIM over random pairs of samples (the real level is in the "
+                   "run's reference facts)")
+    group = "distribution"
+    inputs = ("volumes",)
+    outputs = (ValueSpec("MS-SSIM-diversity", True, ""),)
+    Params = DiversityParams
+
+    def compute(self, reference: Any, generated: Any) -> dict[str, float]:
+        return {"MS-SSIM-diversity": ms_ssim_diversity(generated.volumes, self.params.pairs,
+                                                       seed=generated.seed)}

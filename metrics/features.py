@@ -1,12 +1,12 @@
 """Distribution metrics in a feature embedding: kernel MMD, PRDC and class balance.
 
 No pretrained medical encoder can be downloaded here, so two documented
-feature maps stand in for one:
+feature maps stand in for one (the inputs of :mod:`metrics.inputs`):
 
-- ``"pca"``: the whitened latent of a ``pca`` representation
-  (:mod:`bench.representations.pca`, k = 32 by default) fitted on the
-  reference (training) volumes only; every latent has unit variance on them.
-- ``"descriptors"``: the anatomical measures of :mod:`metrics.anatomy` (bone
+- ``"pca"``: the whitened latent of a ``pca`` representation (k = 32 by
+  default, ``metrics.feature_components``) that the harness fits on the
+  training volumes only; every latent has unit variance on them.
+- ``"descriptors"``: the anatomical measures of :mod:`metrics.measures` (bone
   volume, cranial length, width, skull height, cephalic index, symmetry error)
   standardised by the reference set's mean and standard deviation.
 
@@ -29,19 +29,14 @@ The metrics (argument order (reference, generated) everywhere):
   nearest-neighbour matching under a point-set distance), hence the prefix.
 - ``class-TV-<features>`` and ``class-freq-<class>-<features>`` (group
   "anatomy"): generated samples are labelled by a k-nearest-neighbour
-  classifier trained on the reference labels in the feature space; see
+  classifier trained on the training labels in the feature space; see
   :func:`class_balance`.
 
-Typical use, with the training split as the reference::
+Registered as ``feature-pca`` and ``feature-descriptors`` (KMMD and PRDC) and
+``class-balance``; the pure functions take feature arrays::
 
-    pca = fit_pca_features(train.volumes)
-    ref, gen = pca_features(pca, train.volumes), pca_features(pca, samples)
-    rows = feature_metrics(ref, gen, "pca")
-    rows += class_balance(ref, train.labels, gen, train.class_names, "pca").metrics()
-    h = train.voxel_size_mm
-    descriptors = descriptor_features(measure_volumes(train.volumes, h),
-                                      measure_volumes(samples, h))
-    rows += feature_metrics(*descriptors, "descriptors")
+    rows = kernel_mmd(reference_features, generated_features)
+    scores = prdc(reference_features, generated_features, k=5)
 
 On synthskull at 64^3 (800 training, 100 test skulls), the 1-nearest-neighbour
 classifier labels test skulls correctly 91 % of the time on pca features
@@ -52,57 +47,17 @@ miss trigonocephaly): prefer the pca features for class balance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.spatial.distance import cdist, pdist
 
-from bench.errors import BenchError
-from bench.representations import PCARepresentation, get_representation
-from metrics.anatomy import AnatomyMeasures
-from metrics.base import MetricValue
+from bench.core.errors import BenchError
+from bench.core.values import ValueSpec
+from metrics.base import Metric, Params, register_metric
 
 PRDC_K = 5
-PCA_COMPONENTS = 32
-DESCRIPTORS = ("bone_volume_ml", "cranial_length_mm", "cranial_width_mm", "skull_height_mm",
-               "cephalic_index", "symmetry_error_mm")
-"""The anatomy measures that make up the ``"descriptors"`` feature vector, in order."""
-
-
-# ------------------------------------------------------------------- feature maps
-
-def fit_pca_features(reference: np.ndarray, n_components: int = PCA_COMPONENTS
-                     ) -> PCARepresentation:
-    """A ``pca`` representation fitted on the reference (training) volumes (N, R, R, R) only."""
-    return get_representation("pca", n_components=n_components).fit(reference)
-
-
-def pca_features(pca: PCARepresentation, volumes: np.ndarray) -> np.ndarray:
-    """Whitened pca latents of bool volumes (N, R, R, R), float64 (N, k)."""
-    return pca.encode(volumes).double().numpy()
-
-
-def descriptor_features(reference: AnatomyMeasures, *others: AnatomyMeasures
-                        ) -> list[np.ndarray]:
-    """Standardised anatomy descriptors of the reference set and of each other set.
-
-    Each of the :data:`DESCRIPTORS` is centred and scaled by the reference
-    set's mean and standard deviation (a measure with zero spread is only
-    centred). A measure that is undefined for a sample (NaN, e.g. the cephalic
-    index of an empty volume) is set to the reference mean, 0 after scaling;
-    such a sample still lies far away through its zero volume and extents.
-
-    Returns:
-        [reference (N, 6), then one (M_i, 6) per other set], float64.
-    """
-    ref = reference.stack(DESCRIPTORS)
-    mean = np.nanmean(ref, axis=0)
-    std = np.nanstd(ref, axis=0)
-    std = np.where(std > 0, std, 1.0)
-    out = []
-    for measures in (reference,) + others:
-        scaled = (measures.stack(DESCRIPTORS) - mean) / std
-        out.append(np.where(np.isfinite(scaled), scaled, 0.0))
-    return out
+PRDC_NAMES = ("precision", "recall", "density", "coverage")
 
 
 # ------------------------------------------------------------------------- kernel MMD
@@ -198,23 +153,58 @@ def prdc(reference: np.ndarray, generated: np.ndarray, k: int = PRDC_K) -> PRDC:
     )
 
 
-def feature_metrics(reference: np.ndarray, generated: np.ndarray, features: str,
-                    k: int = PRDC_K) -> list[MetricValue]:
-    """``KMMD-<features>`` and the four ``PRDC-*-<features>`` rows (group "distribution").
+@dataclass(frozen=True)
+class PRDCParams(Params):
+    """Neighbourhood size of PRDC's k-nearest-neighbour balls."""
 
-    Args:
-        reference: reference features (N, d).
-        generated: generated features (M, d) from the same feature map.
-        features: the feature map's tag, ``"pca"`` or ``"descriptors"``.
-        k: PRDC neighbourhood size.
+    k: int = PRDC_K
+
+
+class FeatureDistribution(Metric):
+    """KMMD and PRDC of generated features against reference features in one feature map.
+
+    A subclass names its feature map in ``features``. A feature vector that is
+    not finite gives NaN for every value (never a score).
     """
-    scores = prdc(reference, generated, k)
-    rows = [MetricValue(f"KMMD-{features}", kernel_mmd(reference, generated), False, "",
-                        "distribution")]
-    for name in ("precision", "recall", "density", "coverage"):
-        rows.append(MetricValue(f"PRDC-{name}-{features}", getattr(scores, name), True, "",
-                                "distribution"))
-    return rows
+
+    features: ClassVar[str] = ""
+    group = "distribution"
+    inputs = ("features",)
+    Params = PRDCParams
+
+    @classmethod
+    def specs(cls, features: str, tags: frozenset[str] = frozenset()) -> tuple[ValueSpec, ...]:
+        """The KMMD and four PRDC outputs for feature map ``features``."""
+        return (ValueSpec(f"KMMD-{features}", False, "", tags),) + tuple(
+            ValueSpec(f"PRDC-{name}-{features}", True, "") for name in PRDC_NAMES)
+
+    def compute(self, reference: Any, generated: Any) -> dict[str, float]:
+        ref, gen = reference.features(self.features), generated.features(self.features)
+        if not (np.isfinite(ref).all() and np.isfinite(gen).all()):
+            return {spec.name: float("nan") for spec in self.outputs}
+        scores = prdc(ref, gen, self.params.k)
+        values = {f"KMMD-{self.features}": kernel_mmd(ref, gen)}
+        values.update({f"PRDC-{name}-{self.features}": getattr(scores, name)
+                       for name in PRDC_NAMES})
+        return values
+
+
+@register_metric("feature-pca")
+class PCAFeatureDistribution(FeatureDistribution):
+    """KMMD and PRDC on the training split's whitened pca latent."""
+
+    description = "kernel MMD and PRDC (k = 5) on the training split's whitened pca features"
+    features = "pca"
+    outputs = FeatureDistribution.specs("pca", frozenset({"robustness"}))
+
+
+@register_metric("feature-descriptors")
+class DescriptorFeatureDistribution(FeatureDistribution):
+    """KMMD and PRDC on standardised anatomy descriptors."""
+
+    description = "kernel MMD and PRDC (k = 5) on standardised anatomy descriptors"
+    features = "descriptors"
+    outputs = FeatureDistribution.specs("descriptors")
 
 
 def _check_pair(reference: np.ndarray, generated: np.ndarray, minimum: int
@@ -272,8 +262,9 @@ class ClassBalance:
 
     Attributes:
         class_names: C names.
-        predicted: int64 (M,) predicted class of each generated sample.
-        generated_frequency: float64 (C,) share of generated samples per class.
+        predicted: int64 (M,) predicted class of each generated sample, -1 for the
+            samples that were not classified (empty volumes).
+        generated_frequency: float64 (C,) share of all generated samples per class.
         reference_frequency: float64 (C,) share of labelled reference samples per class.
         rare: bool (C,), classes rarer than uniform (reference share < 1 / C).
         features: the feature map's tag.
@@ -288,34 +279,38 @@ class ClassBalance:
 
     @property
     def total_variation(self) -> float:
-        """Total-variation distance 1/2 sum_c |p_c - q_c| between the two frequencies."""
-        return 0.5 * float(np.abs(self.generated_frequency - self.reference_frequency).sum())
+        """Total-variation distance between the two frequencies, unclassified samples a class
+        of their own: 1/2 (sum_c |p_c - q_c| + p_unclassified)."""
+        unclassified = 1.0 - float(self.generated_frequency.sum())
+        gap = np.abs(self.generated_frequency - self.reference_frequency).sum()
+        return 0.5 * float(gap + unclassified)
 
-    def metrics(self) -> list[MetricValue]:
-        """``class-TV-<features>`` (%, lower is better) and ``class-freq-<rare class>-<features>``.
+    def values(self) -> dict[str, float]:
+        """``class-TV-<features>`` and ``class-freq-<rare class>-<features>``, in %.
 
-        A rare class's generated frequency (%) is reported with higher is better:
+        A rare class's generated frequency is reported with higher is better:
         dropping it (frequency near 0) is the failure of interest; read it
         against the reference frequency (:attr:`reference_frequency`).
         """
-        rows = [MetricValue(f"class-TV-{self.features}", 100.0 * self.total_variation, False,
-                            "%", "anatomy")]
+        values = {f"class-TV-{self.features}": 100.0 * self.total_variation}
         for c in np.flatnonzero(self.rare):
-            rows.append(MetricValue(f"class-freq-{self.class_names[c]}-{self.features}",
-                                    100.0 * float(self.generated_frequency[c]), True, "%",
-                                    "anatomy"))
-        return rows
+            values[f"class-freq-{self.class_names[c]}-{self.features}"] = (
+                100.0 * float(self.generated_frequency[c]))
+        return values
 
 
 def class_balance(reference_features: np.ndarray, reference_labels: np.ndarray,
                   generated_features: np.ndarray, class_names: tuple[str, ...],
-                  features: str, k: int = 1) -> ClassBalance:
+                  features: str, k: int = 1,
+                  classifiable: np.ndarray | None = None) -> ClassBalance:
     """Label generated samples with a k-NN classifier trained on the labelled reference.
 
     Reference samples labelled -1 (unknown) are left out of the classifier and
     of the reference frequencies. k = 1 by default: a majority vote over more
     neighbours pulls samples towards the most frequent class, which would hide
-    the rare classes this is meant to watch.
+    the rare classes this is meant to watch. Samples outside ``classifiable``
+    (empty volumes: no skull to classify) get label -1 and count in no class,
+    so that they lower every class's frequency.
 
     Args:
         reference_features: (N, d) features of the training skulls.
@@ -324,6 +319,7 @@ def class_balance(reference_features: np.ndarray, reference_labels: np.ndarray,
         class_names: the C class names.
         features: the feature map's tag, for metric names.
         k: number of neighbours.
+        classifiable: bool (M,), the samples to classify; None for all.
     """
     labels = np.asarray(reference_labels, dtype=np.int64)
     known = labels >= 0
@@ -332,13 +328,45 @@ def class_balance(reference_features: np.ndarray, reference_labels: np.ndarray,
         raise BenchError(f"reference labels must index the {n_classes} class names and not "
                          f"all be -1; got labels in [{labels.min()}, {labels.max()}]")
     features_known = np.asarray(reference_features)[known]
-    predicted = nearest_neighbour_labels(features_known, labels[known], generated_features, k)
+    generated_features = np.asarray(generated_features)
+    chosen = (np.ones(len(generated_features), dtype=bool) if classifiable is None
+              else np.asarray(classifiable, dtype=bool))
+    predicted = np.full(len(generated_features), -1, dtype=np.int64)
+    if chosen.any():
+        predicted[chosen] = nearest_neighbour_labels(features_known, labels[known],
+                                                     generated_features[chosen], k)
     reference_frequency = np.bincount(labels[known], minlength=n_classes) / known.sum()
+    counts = np.bincount(predicted[predicted >= 0], minlength=n_classes)
     return ClassBalance(
         class_names=tuple(class_names),
         predicted=predicted,
-        generated_frequency=np.bincount(predicted, minlength=n_classes) / len(predicted),
+        generated_frequency=counts / len(predicted),
         reference_frequency=reference_frequency,
         rare=reference_frequency < 1.0 / n_classes,
         features=features,
     )
+
+
+@register_metric("class-balance")
+class ClassBalanceMetric(Metric):
+    """Class frequencies of samples, labelled by 1-NN on pca features of the training split.
+
+    Empty samples, and samples whose features are not finite, are not classified.
+    """
+
+    description = ("class frequencies of samples labelled by 1-NN on the training split's pca "
+                   "features: total variation, and each rare class's share")
+    group = "anatomy"
+    inputs = ("features", "train", "volumes")
+    outputs = (ValueSpec("class-TV-pca", False, "%"), ValueSpec("class-freq-*-pca", True, "%"))
+
+    @classmethod
+    def applies_to(cls, reference: Any) -> bool:
+        return reference.train_labels is not None and bool(reference.class_names)
+
+    def compute(self, reference: Any, generated: Any) -> dict[str, float]:
+        features = generated.features("pca")
+        balance = class_balance(reference.train_features("pca"), reference.train_labels,
+                                features, reference.class_names, "pca",
+                                classifiable=~generated.empty & np.isfinite(features).all(1))
+        return balance.values()

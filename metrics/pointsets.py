@@ -20,7 +20,7 @@ Each volume becomes a set of ``P`` points (default 2048) on its surface:
    voxel appears once (in random order), followed by ``P - K`` voxels drawn
    uniformly with replacement; ``PointSets.n_surface`` records ``K`` so that a
    report can flag such shapes.
-4. An empty volume (``K = 0``) raises :class:`~bench.errors.BenchError` naming
+4. An empty volume (``K = 0``) raises :class:`~bench.core.errors.BenchError` naming
    its index. With ``allow_empty=True`` (for generated sets, where an empty
    sample is a failure of the method, not of the data) it is kept as a marker:
    ``n_surface`` is 0, its indices are -1 and its coordinates NaN; the distance
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.data.grid import FIELD_OF_VIEW_MM, index_to_mm, voxel_size_mm
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 DEFAULT_POINTS = 2048
 # Keeps this sampler's random streams apart from other users of (seed, i) seeds.

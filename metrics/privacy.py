@@ -15,7 +15,13 @@ comes to the training set by chance. From the two:
   the 5th percentile of the test skulls' DCRs, i.e. closer to a training skull
   than all but 5 % of real unseen skulls. About 5 % for a method that
   generalises; 100 % for copies. Lower is better.
-- ``DCR-median-generated`` and ``DCR-median-test``, in the distance's unit.
+- ``DCR-median-generated``, in the distance's unit; the held-out skulls' own
+  median (the same for every method of a run) goes into the run's reference
+  facts, not the leaderboard.
+
+The registered metric ``dcr`` uses 1 - Dice as the distance. An empty sample
+is no record of anybody: it is left out of the DCRs (it would otherwise count
+as perfectly private), and a set without any bone scores NaN.
 
 The functions take distance matrices with rows the training skulls and
 columns the queries, so matrices that the distance engine already computed
@@ -30,13 +36,13 @@ NaN distance makes the affected numbers NaN, never a score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
-from bench.errors import BenchError
-from metrics.base import MetricValue
-from metrics.volumetric import dice_matrix
+from bench.core.errors import BenchError
+from bench.core.values import ValueSpec
+from metrics.base import Metric, register_metric
 
 MEMORISED_QUANTILE = 0.05
 """Quantile of the test skulls' DCRs below which a sample counts as memorised."""
@@ -115,27 +121,17 @@ class PrivacyReport:
             return float("nan")
         return 100.0 * float(np.mean(self.generated.distance <= self.threshold))
 
-    def closest_pairs(self, n: int = 10) -> list[tuple[int, int, float]]:
-        """The ``n`` generated samples nearest the training set, for inspection.
+    @property
+    def test_median(self) -> float:
+        """Median DCR of the held-out skulls: how far an unseen real skull lies by chance."""
+        return _median(self.test.distance)
 
-        Returns:
-            (generated index, training index, distance), closest first.
-        """
-        order = np.argsort(self.generated.distance, kind="stable")[:n]
-        return [(int(j), int(self.generated.index[j]), float(self.generated.distance[j]))
-                for j in order]
-
-    def metrics(self) -> list[MetricValue]:
-        """The metric rows of this report (group ``"privacy"``)."""
+    def values(self) -> dict[str, float]:
+        """Ratio, memorised share and the generated median, named with the distance's tag."""
         tag = self.distance_tag
-        return [
-            MetricValue(f"DCR-ratio-{tag}", self.ratio, True, "", "privacy"),
-            MetricValue(f"memorised-share-{tag}", self.memorised_share, False, "%", "privacy"),
-            MetricValue(f"DCR-median-generated-{tag}", _median(self.generated.distance), True,
-                        self.unit, "privacy"),
-            MetricValue(f"DCR-median-test-{tag}", _median(self.test.distance), True, self.unit,
-                        "privacy"),
-        ]
+        return {f"DCR-ratio-{tag}": self.ratio,
+                f"memorised-share-{tag}": self.memorised_share,
+                f"DCR-median-generated-{tag}": _median(self.generated.distance)}
 
 
 def privacy_report(train_to_test: np.ndarray, train_to_generated: np.ndarray,
@@ -164,23 +160,6 @@ def privacy_report(train_to_test: np.ndarray, train_to_generated: np.ndarray,
                          quantile=quantile, distance_tag=distance_tag, unit=unit)
 
 
-def dice_privacy_report(train: np.ndarray, generated: np.ndarray, test: np.ndarray,
-                        device: str | torch.device = "cpu",
-                        quantile: float = MEMORISED_QUANTILE) -> PrivacyReport:
-    """:func:`privacy_report` with the default distance 1 - Dice, from volumes.
-
-    Args:
-        train: bool (N_train, R, R, R) training skulls.
-        generated: bool (M, R, R, R) samples.
-        test: bool (N_test, R, R, R) held-out skulls.
-        device: where the Dice matrix products run.
-        quantile: see :func:`privacy_report`.
-    """
-    return privacy_report(1.0 - dice_matrix(train, test, device),
-                          1.0 - dice_matrix(train, generated, device),
-                          distance_tag="Dice", unit="", quantile=quantile)
-
-
 def _median(values: np.ndarray) -> float:
     """Median; NaN if any value is NaN."""
     return float(np.median(values))
@@ -195,3 +174,24 @@ def _check_matrix(matrix: np.ndarray, name: str) -> np.ndarray:
         raise BenchError(f"{name} holds negative distances; pass distances, not similarities "
                          f"(for Dice use 1 - Dice)")
     return matrix
+
+
+@register_metric("dcr")
+class DistanceToClosestRecord(Metric):
+    """DCR privacy with 1 - Dice: samples against held-out skulls (see the module notes)."""
+
+    description = ("distance to the closest training record (1 - Dice) of samples against "
+                   "held-out skulls: median ratio, memorised share, median")
+    group = "privacy"
+    inputs = ("dice", "volumes")
+    outputs = (ValueSpec("DCR-ratio-Dice", True, ""),
+               ValueSpec("memorised-share-Dice", False, "%"),
+               ValueSpec("DCR-median-generated-Dice", True, ""))
+
+    def compute(self, reference: Any, generated: Any) -> dict[str, float]:
+        bone = ~generated.empty
+        if not bone.any():
+            return {spec.name: float("nan") for spec in self.outputs}
+        report = privacy_report(1.0 - reference.train_dice, 1.0 - generated.train_dice[:, bone],
+                                distance_tag="Dice", unit="")
+        return report.values()

@@ -15,7 +15,7 @@ the curve of the seed-mean against the mean NFE, and from it:
 - ``NFE-to-5%``: the smallest NFE whose value is within 5 % of the method's
   best value on the curve (|value - best| <= 0.05 |best|), in NFE;
 - ``max-step-change``: the largest absolute change of the value between
-  consecutive step budgets, in the metric's unit.
+  consecutive step budgets, in the metric's unit (NaN if any budget is NaN).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metrics.base import MetricValue
+from bench.core.values import MetricValue
 
 CONFIDENCE = 0.95
 WITHIN = 0.05
@@ -75,12 +75,16 @@ def nfe_to_within(nfe: np.ndarray, values: np.ndarray, higher_is_better: bool,
 
 
 def max_step_change(nfe: np.ndarray, values: np.ndarray) -> float:
-    """Largest absolute change between consecutive step budgets (ordered by NFE)."""
+    """Largest absolute change between consecutive step budgets (ordered by NFE).
+
+    NaN when a budget's value is NaN: a broken budget makes the change unknown,
+    it is not skipped as if the curve were smooth there.
+    """
     order = np.argsort(np.asarray(nfe, dtype=float), kind="stable")
     ordered = np.asarray(values, dtype=float)[order]
     if len(ordered) < 2:
         return float("nan")
-    return float(np.nanmax(np.abs(np.diff(ordered))))
+    return float(np.max(np.abs(np.diff(ordered))))
 
 
 def step_robustness(rows: pd.DataFrame) -> pd.DataFrame:

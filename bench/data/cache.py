@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from bench.data.grid import FIELD_OF_VIEW_MM
-from bench.errors import BenchError
-from bench.io import atomic_path, sha256_file, write_json_atomic
+from bench.core.errors import BenchError
+from bench.core.io import atomic_path, sha256_file, write_json_atomic
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")

@@ -20,8 +20,8 @@ import trimesh
 from skimage.measure import marching_cubes
 
 from bench.data.grid import index_to_mm, voxel_size_mm
-from bench.errors import BenchError
-from bench.io import atomic_path
+from bench.core.errors import BenchError
+from bench.core.io import atomic_path
 
 EXPORT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "stl": ".stl"}
 

@@ -38,8 +38,8 @@ from skimage import measure
 
 from bench.data.dataset import SkullDataset
 from bench.data.grid import index_to_mm
-from bench.errors import BenchError
-from bench.io import atomic_path
+from bench.core.errors import BenchError
+from bench.core.io import atomic_path
 
 BONE_RGB = np.array([0.91, 0.86, 0.75])
 BACKGROUND_RGB = np.array([1.0, 1.0, 1.0])

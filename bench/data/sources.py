@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.data.cache import cache_root, dataset_folder
 from bench.data.dataset import MANIFEST_FILE, SkullDataset
 from bench.data.synthskull.generator import GENERATOR_VERSION, make_dataset
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SYNTHSKULL = "synthskull"
 

@@ -6,24 +6,25 @@ on voxel grids and on latents alike. The contract follows scikit-learn's
 estimators: the constructor stores keyword-only hyperparameters unchanged,
 ``fit`` learns state (attributes with a trailing underscore) from the
 training split only and returns the representation, and ``encode`` or
-``decode`` before ``fit`` raise :class:`~bench.errors.BenchError`.
+``decode`` before ``fit`` raise :class:`~bench.core.errors.BenchError`.
 """
 
 from __future__ import annotations
 
 import abc
-import difflib
 import inspect
 import os
 import pickle
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from monai.metrics import compute_dice
 
-from bench.errors import BenchError
-from bench.io import atomic_path
+from bench.core.errors import BenchError
+from bench.core.io import atomic_path
+from bench.core.registry import Registry
+from bench.core.volumes import as_binary_volumes
 
 FORMAT_VERSION = 1
 BATCH_BYTES = 1 << 26
@@ -36,13 +37,14 @@ R = TypeVar("R", bound="Representation")
 class Representation(abc.ABC):
     """Invertible map between binary volumes (N, R, R, R) and tensors (N, *encoded_shape).
 
-    Subclasses set ``name``, take their hyperparameters as keyword-only
-    constructor arguments stored under the same attribute names, and
-    implement ``fit``, ``encode``, ``decode``, ``encoded_shape`` and the state
-    hooks ``_get_state`` / ``_set_state`` used by :meth:`save` and :meth:`load`.
+    Subclasses are registered with ``@register_representation(name)``, take
+    their hyperparameters as keyword-only constructor arguments stored under
+    the same attribute names, and implement ``fit``, ``encode``, ``decode``,
+    ``encoded_shape`` and the state hooks ``_get_state`` / ``_set_state`` used
+    by :meth:`save` and :meth:`load`.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = ""
 
     @abc.abstractmethod
     def fit(self: R, volumes: np.ndarray | torch.Tensor) -> R:
@@ -114,7 +116,7 @@ class Representation(abc.ABC):
         if cls is not Representation and stored != cls.name:
             raise BenchError(f"{path}: holds representation {stored!r}, not {cls.name!r}; "
                              f"load it with Representation.load")
-        klass = cls if cls is not Representation else _lookup(stored)
+        klass = cls if cls is not Representation else REPRESENTATIONS.get(stored)
         instance = klass(**payload["params"])
         instance._set_state(payload["state"])
         return instance
@@ -135,29 +137,15 @@ def _read_payload(path: str | os.PathLike) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- registry
 
-REPRESENTATIONS: dict[str, type[Representation]] = {}
-"""Registered representations by name; fill it with :func:`register_representation`."""
+REPRESENTATIONS: Registry[type[Representation]] = Registry(
+    "representation", Representation, entry_point_group="bench.representations")
+"""Registered representations by name; plugins by ``--plugin`` or the
+``bench.representations`` entry-point group."""
 
 
-def register_representation(cls: type[R]) -> type[R]:
-    """Class decorator: add a :class:`Representation` subclass under ``cls.name``."""
-    if not (inspect.isclass(cls) and issubclass(cls, Representation)):
-        raise BenchError(f"{cls!r} is not a subclass of Representation; only representations "
-                         f"can be registered")
-    if cls.name in REPRESENTATIONS:
-        raise BenchError(f"representation name {cls.name!r} is already registered by "
-                         f"{REPRESENTATIONS[cls.name].__qualname__}; choose another name")
-    REPRESENTATIONS[cls.name] = cls
-    return cls
-
-
-def _lookup(name: str) -> type[Representation]:
-    if name in REPRESENTATIONS:
-        return REPRESENTATIONS[name]
-    valid = sorted(REPRESENTATIONS)
-    closest = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.0)
-    hint = f"; did you mean {closest[0]!r}?" if closest else ""
-    raise BenchError(f"unknown representation {name!r}; valid names: {', '.join(valid)}{hint}")
+def register_representation(name: str) -> Callable[[type[R]], type[R]]:
+    """Class decorator: register a :class:`Representation` subclass under ``name``."""
+    return REPRESENTATIONS.decorator(name)
 
 
 def get_representation(name: str, **params: Any) -> Representation:
@@ -171,7 +159,7 @@ def get_representation(name: str, **params: Any) -> Representation:
         BenchError: for an unknown name (listing the valid names and the closest
             match) or a parameter that the representation does not take.
     """
-    cls = _lookup(name)
+    cls = REPRESENTATIONS.get(name)
     allowed = cls.param_names()
     for key in params:
         if key not in allowed:
@@ -181,34 +169,6 @@ def get_representation(name: str, **params: Any) -> Representation:
 
 
 # ------------------------------------------------------------------- input checks
-
-def as_binary_volumes(volumes: np.ndarray | torch.Tensor, resolution: int | None = None
-                      ) -> np.ndarray:
-    """Check and convert binary volumes to a bool array (N, R, R, R).
-
-    Args:
-        volumes: bool or integer array or tensor (N, R, R, R) with values 0 and 1.
-        resolution: the R that the volumes must have, or None to accept any.
-
-    Returns:
-        C-contiguous bool numpy array (N, R, R, R); the input itself where it already is one.
-    """
-    if isinstance(volumes, torch.Tensor):
-        volumes = volumes.detach().cpu().numpy()
-    volumes = np.asarray(volumes)
-    if volumes.ndim != 4 or len(set(volumes.shape[1:])) != 1 or len(volumes) == 0:
-        raise BenchError(f"volumes must be a non-empty array of shape (N, R, R, R), got "
-                         f"{volumes.shape}")
-    if resolution is not None and volumes.shape[1] != resolution:
-        raise BenchError(f"volumes have resolution {volumes.shape[1]} but the representation "
-                         f"was fitted at {resolution}; resample them or fit again")
-    if volumes.dtype == bool:
-        return np.ascontiguousarray(volumes)
-    if not np.issubdtype(volumes.dtype, np.integer) or volumes.min() < 0 or volumes.max() > 1:
-        raise BenchError(f"volumes must be binary occupancy (bool, or integers 0 and 1), got "
-                         f"dtype {volumes.dtype}; threshold them first, e.g. volumes > 0.5")
-    return volumes.astype(bool)
-
 
 def as_encoded(encoded: torch.Tensor | np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
     """Check an encoded batch (N, *shape) and return it as a float32 CPU tensor."""

@@ -26,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import BenchError
-from bench.representations.base import (BATCH_BYTES, Representation, State, as_binary_volumes,
-                                        as_encoded, batch_rows, register_representation)
+from bench.core.errors import BenchError
+from bench.core.volumes import as_binary_volumes
+from bench.representations.base import (BATCH_BYTES, Representation, State, as_encoded,
+                                        batch_rows, register_representation)
 
 RANK_RTOL = 1e-10
 """Eigenvalues of the centred Gram matrix below RANK_RTOL times the largest are zero.
@@ -38,7 +39,7 @@ N * 1e-16 of the largest, so this keeps a wide margin for N up to ~10^4.
 """
 
 
-@register_representation
+@register_representation("pca")
 class PCARepresentation(Representation):
     """Whitened PCA of flattened occupancy; latents (N, k) have unit variance on train.
 
@@ -60,8 +61,6 @@ class PCARepresentation(Representation):
         explained_variance_ratio_: float64 tensor (k,), each component's share of
             the total training variance.
     """
-
-    name = "pca"
 
     def __init__(self, *, n_components: int = 64) -> None:
         self.n_components = n_components

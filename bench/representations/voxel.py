@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.representations.base import (Representation, State, as_binary_volumes, as_encoded,
+from bench.core.volumes import as_binary_volumes
+from bench.representations.base import (Representation, State, as_encoded,
                                         register_representation)
 
 
-@register_representation
+@register_representation("voxel")
 class VoxelRepresentation(Representation):
     """Occupancy ``o`` in {0, 1} to the image ``x = 2 o - 1`` in {-1, 1}; decode is ``x > 0``.
 
@@ -19,8 +20,6 @@ class VoxelRepresentation(Representation):
     Attributes:
         resolution_: grid size R of the training volumes.
     """
-
-    name = "voxel"
 
     def fit(self, volumes: np.ndarray | torch.Tensor) -> "VoxelRepresentation":
         """Record the grid size of the training volumes (N, R, R, R); return ``self``."""

@@ -26,7 +26,7 @@ import numpy as np
 import ot
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 class Pairs(NamedTuple):

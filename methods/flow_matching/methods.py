@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from bench.training import train_network
+from bench.core.errors import BenchError
+from bench.core.training import train_network
 from methods.backbones import BackboneConfig, build_backbone
 from methods.base import FitConfig, FitReport, Method, Params, SampleResult, standard_normal
 from methods.flow_matching.coupling import (Coupling, ExactOTCoupling, IndependentCoupling,
@@ -159,7 +159,8 @@ class FlowMatchingMethod(Method):
 
     def _restore(self, state: dict[str, Any], device: torch.device) -> None:
         self.backbone_ = BackboneConfig(**state["backbone"])
-        network = build_backbone(self.data_shape_, self.backbone_)
+        # Any seed: the saved weights replace the initial ones at once.
+        network = build_backbone(self.data_shape_, self.backbone_, seed=0)
         network.load_state_dict(state["network"])
         self.network_ = network.to(device).requires_grad_(False)
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.training import train_network
+from bench.core.training import train_network
 from methods.base import FitConfig, FitReport
 from methods.flow_matching.coupling import Coupling, IndependentCoupling
 from methods.flow_matching.loss import FlowMatchingLoss

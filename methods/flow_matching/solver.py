@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 STAGES: dict[str, int | None] = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
                                  "dopri5": None}

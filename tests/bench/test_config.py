@@ -3,7 +3,7 @@
 import pytest
 
 from bench.config import PRESETS, RunConfig, load_config, to_dict
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -39,7 +39,15 @@ def test_yaml_file_round_trips_through_to_dict(tmp_path):
     ("train.steps=many", "config train.steps: expected int"),
     ("dataset=3", "config dataset: expected a mapping"),
     ("train.steps", "expected KEY.PATH=VALUE"),
-    ("jobs=0", "config jobs: must be at least 1"),
+    ("jobs=0", "config jobs: must be an integer of at least 1"),
+    ("sampling.steps=[0, 5]", "config sampling.steps: must be an integer of at least 1, got 0"),
+    ("sampling.steps=[5, 5]", "repeats a budget"),
+    ("sampling.n_samples=1", "config sampling.n_samples: must be an integer of at least 2"),
+    ("metrics.reference_split=tset", "reference_split: 'tset' is not a split"),
+    ("metrics.feature_components=0", "config metrics.feature_components"),
+    ("downstream.n_test=0", "config downstream.n_test"),
+    ("seeds=0", "config seeds: must be an integer of at least 1"),
+    ("device=gpu", "config device: 'gpu' is not a device"),
     ("threads=2", "jobs=2 runs cells in forked processes.*set threads=1"),
     ("device=cuda", "jobs=2 is for CPU runs.*--shard"),
 ])

@@ -19,8 +19,8 @@ import pytest
 
 SETTINGS = ["jobs=1", "dataset.n=60", "dataset.resolution=32", "methods=[otfm]", "seeds=2",
             "train.steps=1500", "train.checkpoint_every=100", "sampling.steps=[1, 4]",
-            "sampling.n_samples=8", "metrics.points=128", "metrics.emd=false",
-            "metrics.diversity_pairs=2", "downstream.enabled=false"]
+            "sampling.n_samples=8", "metrics.points=128", "metrics.exclude=[pointflow-emd]",
+            "metrics.params.ms-ssim-diversity.pairs=2", "downstream.enabled=false"]
 
 
 def bench_run(out: Path, env: dict) -> subprocess.Popen:

@@ -9,16 +9,17 @@ import torch
 
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.report import collect_results, summary_table, write_report
-from bench.run import (DCR_COLUMNS, DCR_FILE, PLAN_FILE, RESULT_COLUMNS, code_fingerprint,
-                       plan_cells, run_benchmark, source_fingerprint, unfinished_cells)
-from methods.base import FitReport, Method, SampleResult
-from methods.registry import METHODS, register_method
+from bench.run import plan_cells, run_benchmark
+from bench.store import (DCR_COLUMNS, DCR_FILE, PLAN_FILE, RESULT_COLUMNS, RunFolder,
+                         code_fingerprint, source_fingerprint)
+from methods.base import METHODS, FitReport, Method, SampleResult
+from methods.registry import register_method
 
 TINY = ["dataset.n=60", "dataset.resolution=32", "sampling.steps=[1, 2]",
-        "sampling.n_samples=8", "metrics.points=128", "metrics.emd=false",
-        "metrics.diversity_pairs=2", "downstream.n_test=3", "seeds=2"]
+        "sampling.n_samples=8", "metrics.points=128", "metrics.exclude=[pointflow-emd]",
+        "metrics.params.ms-ssim-diversity.pairs=2", "downstream.n_test=3", "seeds=2"]
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +45,22 @@ class NaNSampler(Method):
         pass
 
 
+class BuggySampler(NaNSampler):
+    """Samples by dividing a list: a bug in the code, not a numerical failure."""
+
+    description = "test method with a bug"
+
+    def _sample(self, n, steps, seed, device):
+        raise TypeError("unsupported operand type(s) for /: 'list' and 'int'")
+
+
 @pytest.fixture
 def nan_method():
     register_method("nan-sampler")(NaNSampler)
+    register_method("buggy-sampler")(BuggySampler)
     yield "nan-sampler"
-    METHODS.pop("nan-sampler")
+    METHODS.classes.pop("nan-sampler")
+    METHODS.classes.pop("buggy-sampler")
 
 
 def test_grid_runs_caches_and_reports(tmp_path):
@@ -58,7 +70,7 @@ def test_grid_runs_caches_and_reports(tmp_path):
     assert [o.status for o in first] == ["done"] * 5  # real-train + 2 methods x 2 seeds
     again = run_benchmark(config, out, quiet=True)
     assert [o.status for o in again] == ["cached"] * 5
-    rows = collect_results(out)
+    rows = collect_results(RunFolder(out))
     assert list(rows.columns) == RESULT_COLUMNS
     assert set(rows["method"]) == {"gaussian", "train-copy", "real-train"}
     assert {"distribution", "anatomy", "privacy", "volumetric", "downstream"} <= set(rows["group"])
@@ -74,10 +86,15 @@ def test_grid_runs_caches_and_reports(tmp_path):
     summary = rows[rows["metric"] == "DCR-median-generated-Dice"].set_index(
         ["method", "seed", "steps"])["value"]
     np.testing.assert_allclose(medians.sort_index(), summary.sort_index(), rtol=1e-9)
-    summary = summary_table(rows).splitlines()
-    assert "MMD-CD ↓ [mm^2]" in summary[0] and "synthetic:completion-dice ↑" in summary[0]
-    real_train = next(line for line in summary if line.startswith("| real-train"))
-    assert real_train.count("–") == 4  # no samples: no distribution or failure figures
+    summary = summary_table(out).splitlines()
+    assert [cell.strip() for cell in summary[0].split("|")[2:5]] == [
+        "gaussian", "train-copy", "real-train"]
+    metrics_shown = [line.split("|")[1].strip() for line in summary[2:]]
+    assert metrics_shown == ["1-NNA-CD ↓ [%]", "COV-CD ↑ [%]", "MMD-CD ↓ [mm^2]",
+                             "failure-rate ↓ [%]", "synthetic:align-rot-err-deg ↓ [deg]",
+                             "synthetic:completion-dice ↑"]
+    real_train = [line.split("|")[4].strip() for line in summary[2:]]
+    assert real_train[:4] == ["–"] * 4  # no samples: no distribution or failure figures
     paths = write_report(out)
     tables = {p.name: p.read_bytes() for p in paths if p.suffix in (".md", ".csv", ".tex")
               and p.name != "timings.csv"}
@@ -98,7 +115,15 @@ def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, nan_method):
     assert "NaN" in outcomes["nan-sampler-s0"].reason
     assert outcomes["gaussian-s0"].status == "done"
     failure = next((tmp_path / "run" / "cells").glob("nan-sampler-s0-*/failed.json"))
-    assert "NaN" in json.loads(failure.read_text())["reason"]
+    assert json.loads(failure.read_text())["reason"].startswith("NonFiniteError:")
+
+
+def test_a_bug_stops_the_run_instead_of_failing_a_cell(tmp_path, nan_method):
+    config = load_config("ci", TINY + ["methods=[buggy-sampler, gaussian]", "seeds=1",
+                                       "downstream.enabled=false"])
+    with pytest.raises(TypeError, match="unsupported operand"):
+        run_benchmark(config, tmp_path / "run", quiet=True)
+    assert not list((tmp_path / "run" / "cells").glob("*/failed.json"))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -125,11 +150,12 @@ def test_shards_split_the_grid_and_merge_into_one_run(tmp_path):
     plan = json.loads((run / PLAN_FILE).read_text())["cells"]
     assert [name.rsplit("-", 1)[0] for name in plan] == ["real-train-s0", "gaussian-s0",
                                                          "train-copy-s0"]
-    assert unfinished_cells(run) == plan[:2]  # shard 1's: the reference and gaussian
+    assert RunFolder(run).unfinished() == plan[:2]  # shard 1's: the reference and gaussian
     run_benchmark(config, run, (1, 2), quiet=True)
     assert json.loads((run / PLAN_FILE).read_text())["cells"] == plan
-    assert unfinished_cells(run) == []
-    assert set(collect_results(run)["method"]) == {"real-train", "gaussian", "train-copy"}
+    assert RunFolder(run).unfinished() == []
+    rows = collect_results(RunFolder(run))
+    assert set(rows["method"]) == {"real-train", "gaussian", "train-copy"}
 
 
 def test_changed_config_does_not_reuse_old_cells(tmp_path):
@@ -140,7 +166,7 @@ def test_changed_config_does_not_reuse_old_cells(tmp_path):
     assert [o.status for o in outcomes] == ["done"]
     assert len(list((tmp_path / "run" / "cells").iterdir())) == 2
     # The old cell stays on disk, but the report reads the current plan's cell only.
-    rows = collect_results(tmp_path / "run")
+    rows = collect_results(RunFolder(tmp_path / "run"))
     assert len(rows[(rows["metric"] == "MMD-CD") & (rows["steps"] == 1)]) == 1
     write_report(tmp_path / "run", formats=("md",))
     timings = pd.read_csv(tmp_path / "run" / "report" / "timings.csv")
@@ -179,7 +205,7 @@ def test_parallel_cells_give_the_same_files_as_one_at_a_time(tmp_path):
 def test_report_of_a_folder_without_a_plan_says_how_to_make_one(tmp_path):
     (tmp_path / "run" / "cells" / "otfm-s0-abc").mkdir(parents=True)
     with pytest.raises(BenchError, match="plan.json: missing.*bench run --out"):
-        collect_results(tmp_path / "run")
+        collect_results(RunFolder(tmp_path / "run"))
 
 
 def test_an_edit_to_the_code_changes_the_fingerprint(tmp_path):
@@ -201,7 +227,7 @@ def test_downstream_references_frame_the_methods(tmp_path):
     outcomes = run_benchmark(config, tmp_path / "run", quiet=True)
     assert [o.cell.label for o in outcomes] == ["real-train-s0", "gaussian-floor-s0",
                                                 "train-copy-s0"]
-    rows = collect_results(tmp_path / "run")
+    rows = collect_results(RunFolder(tmp_path / "run"))
     for reference in ("real-train", "gaussian-floor"):
         own = rows[rows["method"] == reference]
         assert set(own["group"]) == {"downstream"}

@@ -7,14 +7,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from bench.config import MetricsConfig
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.workers import run_in_workers, thread_budget
 
 
@@ -50,7 +48,7 @@ def test_closing_the_results_early_stops_the_workers():
 
 
 def test_the_distance_engine_of_a_cell_uses_its_thread_budget(monkeypatch):
-    import bench.evaluation as evaluation
+    import metrics.inputs as inputs
 
     seen = []
 
@@ -58,13 +56,12 @@ def test_the_distance_engine_of_a_cell_uses_its_thread_budget(monkeypatch):
         seen.append(workers)
         raise RuntimeError("stop after the distance engine")
 
-    monkeypatch.setattr(evaluation, "compute_distance_matrices", spy)
-    reference = SimpleNamespace(config=MetricsConfig(points=8),
-                                points=SimpleNamespace(field_of_view_mm=256.0))
-    volumes = np.zeros((1, 16, 16, 16), dtype=bool)
-    volumes[0, 4:12, 4:12, 4:12] = True
-    with thread_budget(1), pytest.raises(RuntimeError, match="stop after"):
-        evaluation.evaluate_in_full(reference, volumes, seed=0)
+    monkeypatch.setattr(inputs, "compute_distance_matrices", spy)
+    volumes = np.zeros((2, 16, 16, 16), dtype=bool)
+    volumes[:, 4:12, 4:12, 4:12] = True
+    reference = inputs.ReferenceSet(volumes, volumes, 16.0, points_per_shape=8, threads=1)
+    with pytest.raises(RuntimeError, match="stop after"):
+        inputs.GeneratedSet(reference, volumes, seed=0).chamfer
     assert seen == [1]  # one worker, not every core: no EMD pool inside a cell's process
 
 

@@ -15,7 +15,7 @@ from bench.data.export import write_volume
 from bench.data.grid import index_to_mm, voxel_size_mm
 from bench.data.importing import import_folder
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.run import run_benchmark
 
 R = 32
@@ -101,7 +101,8 @@ def fitted_cell(tmp_path_factory):
         config = load_config("ci", ["dataset.n=60", f"dataset.resolution={R}",
                                     "methods=[gaussian]", "seeds=1", "sampling.steps=[1]",
                                     "sampling.n_samples=4", "metrics.points=128",
-                                    "metrics.emd=false", "metrics.diversity_pairs=2",
+                                    "metrics.exclude=[pointflow-emd]",
+                                    "metrics.params.ms-ssim-diversity.pairs=2",
                                     "downstream.enabled=false"])
         run_benchmark(config, folder / "run", quiet=True)
     return next((folder / "run" / "cells").glob("gaussian-s0-*"))

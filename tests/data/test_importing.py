@@ -34,8 +34,8 @@ from bench.data.grid import FIELD_OF_VIEW_MM, index_to_mm
 from bench.data.importing import ImportResult, import_folder
 from bench.data.importing.meshfill import fill_mesh
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
-from bench.io import sha256_file
+from bench.core.errors import BenchError
+from bench.core.io import sha256_file
 
 R = 48
 VOXEL = FIELD_OF_VIEW_MM / R

@@ -12,7 +12,7 @@ from skimage import measure
 from bench.data import preview
 from bench.data.dataset import SkullDataset
 from bench.data.grid import axis_centers_mm
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 RESOLUTION = 32
 FILES = {preview.VIEWS_FILE, preview.GRID_FILE, preview.SLICES_FILE}

@@ -8,7 +8,7 @@ from bench.data.grid import FIELD_OF_VIEW_MM, mm_to_index
 from bench.data.synthskull import (CLASS_NAMES, CLASS_PRIOR, LANDMARK_NAMES, generate_subject,
                                    make_dataset)
 from bench.data.synthskull.anatomy import sample_parameters
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 R = 64
 VOXEL_MM = FIELD_OF_VIEW_MM / R

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from downstream.alignment import AlignmentParams, AlignmentTask, posed_test_cases, pose_scores
 from downstream.base import DegenerateTrainingSet
 

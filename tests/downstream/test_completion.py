@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from downstream.base import DegenerateTrainingSet
 from downstream.completion import (CompletionTask, ShapeModelCompleter, completion_loss,
                                    cut_test_defects)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bench.data.grid import axis_centers_mm
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from downstream.defects import (DEFECT_KINDS, DefectError, DefectParams, cut_defect,
                                 vault_floor_mm)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from downstream.protocol import (DownstreamConfig, cell_rows, evaluation_set, gaussian_rows,
                                  real_rows, synthetic_rows, train_and_evaluate)
 

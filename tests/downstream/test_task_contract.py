@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import downstream
-from bench.errors import BenchError
-from downstream.base import (TASKS, MetricSpec, Params, Task, create_task, get_task,
+from bench.conformance import parametrize_with_checks
+from bench.core.errors import BenchError
+from bench.core.values import ValueSpec
+from downstream.base import (TASKS, Params, Task, create_task, get_task,
                              register_task)
 
 
@@ -20,7 +22,7 @@ class ToyTask(Task):
     """Reports the mean bone fraction of its training volumes times ``scale``."""
 
     Params = ToyParams
-    metrics = (MetricSpec("toy-bone", True, ""), MetricSpec("toy-count", False, ""))
+    metrics = (ValueSpec("toy-bone", True, ""), ValueSpec("toy-count", False, ""))
 
     def _train(self, volumes, seed, device):
         self.fraction_ = float(volumes.mean())
@@ -29,8 +31,14 @@ class ToyTask(Task):
         return {"toy-count": len(test), "toy-bone": self.params.scale * self.fraction_}
 
 
+@parametrize_with_checks([create_task("alignment", steps=20, icp_points=200),
+                          create_task("completion", n_components=4)])
+def test_the_task_contract(item, check):
+    check(item)
+
+
 def test_registry_holds_both_tasks():
-    assert {"alignment", "completion"} <= set(TASKS)
+    assert {"alignment", "completion"} <= set(TASKS.names())
     assert get_task("alignment") is downstream.AlignmentTask
     assert isinstance(create_task("completion", n_components=4), downstream.CompletionTask)
     with pytest.raises(BenchError, match="did you mean 'alignment'"):
@@ -42,7 +50,7 @@ def test_register_checks_class_and_duplicates():
         register_task("toy")(object)
     with pytest.raises(BenchError, match="already registered"):
         register_task("alignment")(ToyTask)
-    assert "toy" not in TASKS
+    assert "toy" not in TASKS.classes
 
 
 def test_params_overrides_and_unknown_names():

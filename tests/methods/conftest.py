@@ -10,22 +10,22 @@ import ot
 import pytest
 import torch
 
-from methods import registry
+from methods.base import METHODS
 
 
 @contextlib.contextmanager
 def _isolated_methods() -> Iterator[dict]:
     """The method registry as it is now, restored on exit; toy_plugin imports afresh."""
-    saved = dict(registry.METHODS)
+    saved = dict(METHODS.classes)
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(Path(__file__).parent))
         patch.delitem(sys.modules, "toy_plugin", raising=False)
         try:
-            yield registry.METHODS
+            yield METHODS.classes
         finally:
             sys.modules.pop("toy_plugin", None)
-            registry.METHODS.clear()
-            registry.METHODS.update(saved)
+            METHODS.classes.clear()
+            METHODS.classes.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from methods.backbones import (UNET_TIME_SCALE, BackboneConfig, ResidualMLP, VoxelUNet,
                                build_backbone, parameter_count)
 
@@ -23,14 +23,14 @@ def perturb(module, seed=0):
 
 
 def test_auto_picks_mlp_for_vectors_and_unet_for_grids():
-    assert isinstance(build_backbone((6,), BackboneConfig()), ResidualMLP)
-    assert isinstance(build_backbone((1, 16, 16, 16), TINY_UNET), VoxelUNet)
+    assert isinstance(build_backbone((6,), BackboneConfig(), seed=0), ResidualMLP)
+    assert isinstance(build_backbone((1, 16, 16, 16), TINY_UNET, seed=0), VoxelUNet)
 
 
 def test_mlp_keeps_the_shape_and_has_the_closed_form_parameter_count():
     dim, width, depth, embedding = 5, 16, 3, 8
     network = build_backbone((dim,), BackboneConfig(width=width, depth=depth,
-                                                    time_embedding=embedding))
+                                                    time_embedding=embedding), seed=0)
     out = network(torch.randn(7, dim), torch.rand(7))
     assert out.shape == (7, dim)
     time = embedding * width + width + width * width + width
@@ -40,10 +40,27 @@ def test_mlp_keeps_the_shape_and_has_the_closed_form_parameter_count():
 
 
 def test_parameter_count_leaves_out_frozen_weights():
-    network = build_backbone((5,), BackboneConfig(width=16, depth=1, time_embedding=8))
+    network = build_backbone((5,), BackboneConfig(width=16, depth=1, time_embedding=8), seed=0)
     total = parameter_count(network)
     network.input.requires_grad_(False)
     assert parameter_count(network) == total - (5 * 16 + 16)
+
+
+def test_restoring_a_saved_method_leaves_the_global_generator_alone(tmp_path):
+    import methods  # noqa: F401  (registers the built-in methods)
+    from bench.core.training import TrainConfig
+    from methods.base import FitConfig, Method
+    from methods.registry import create_method
+
+    config = FitConfig(backbone=BackboneConfig(width=16, depth=1, time_embedding=8),
+                       train=TrainConfig(steps=2, batch_size=4, warmup_steps=1))
+    for name in ("otfm", "ddpm"):
+        method = create_method(name)
+        method.fit(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), None, config, 0)
+        method.save(tmp_path / f"{name}.pt")
+        state = torch.get_rng_state()
+        Method.load(tmp_path / f"{name}.pt")
+        assert torch.equal(torch.get_rng_state(), state), name
 
 
 def test_seed_fixes_the_weights_without_touching_the_global_generator():
@@ -108,7 +125,7 @@ def test_unet_keeps_several_channels():
 ])
 def test_bad_backbone_settings_are_refused(shape, config, message):
     with pytest.raises(BenchError, match=message):
-        build_backbone(shape, config)
+        build_backbone(shape, config, seed=0)
 
 
 def test_default_unet_config_builds_at_32_cubed():
@@ -121,7 +138,8 @@ def test_mlp_can_be_the_identity_at_any_scale():
     before the output would discard: with the blocks switched off and input and output
     inverse linear maps, the network is exactly the identity."""
     dim, width = 4, 8
-    network = build_backbone((dim,), BackboneConfig(width=width, depth=2, time_embedding=8))
+    network = build_backbone((dim,), BackboneConfig(width=width, depth=2, time_embedding=8),
+                             seed=0)
     with torch.no_grad():
         for block in network.blocks:
             block[-1].weight.zero_()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import methods  # noqa: F401  (registers the built-in methods)
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from methods.base import FitConfig
 from methods.registry import create_method
 

@@ -15,8 +15,8 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 import methods  # noqa: F401  (registers the built-in methods)
-from bench.errors import BenchError
-from bench.training import TrainConfig
+from bench.core.errors import BenchError
+from bench.core.training import TrainConfig
 from methods.backbones import BackboneConfig
 from methods.base import FitConfig
 from methods.diffusion import (DDPM, TRAIN_TIMESTEPS, ancestral_step, ddim_step, predict_x0,

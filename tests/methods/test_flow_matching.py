@@ -14,15 +14,16 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import methods.flow_matching  # noqa: F401  (registers the methods)
-from bench.errors import BenchError
-from bench.training import TrainConfig
+from bench.core.errors import BenchError
+from bench.core.training import TrainConfig
 from methods.backbones import BackboneConfig
 from methods.base import FitConfig, Method
 from methods.flow_matching import (STAGES, BrownianBridgePath, ConstantNoisePath,
                                    ExactOTCoupling, FlowMatchingLoss, IndependentCoupling,
                                    SinkhornCoupling, VelocityField, integrate, squared_distances,
                                    straightness)
-from methods.registry import METHODS, create_method
+from methods.base import METHODS
+from methods.registry import create_method
 from conftest import checkerboard, eight_gaussians, sliced_wasserstein
 
 FLOW_METHODS = ["otfm", "cfm", "sbcfm", "rf2"]
@@ -62,9 +63,9 @@ def noise_sw(toy: str) -> float:
 
 
 def test_importing_the_package_registers_the_four_methods():
-    assert set(FLOW_METHODS) <= set(METHODS)
+    assert set(FLOW_METHODS) <= set(METHODS.classes)
     for name in FLOW_METHODS:
-        assert METHODS[name].description
+        assert METHODS.get(name).description
 
 
 # --- learning the toy distributions -------------------------------------------------------

@@ -9,8 +9,11 @@ import pytest
 
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.cli import main
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+import bench.core.registry as core_registry
+from bench.core.registry import load_plugin
 from methods import registry
+from methods.base import METHODS
 from methods.base import FitReport, Method, Params, SampleResult
 
 
@@ -63,7 +66,7 @@ def test_registering_a_method_sets_its_name():
 def test_registering_a_non_method_is_refused(thing):
     with pytest.raises(BenchError, match="not a subclass of methods.base.Method"):
         registry.register_method("not-a-method")(thing)
-    assert "not-a-method" not in registry.METHODS
+    assert "not-a-method" not in METHODS.classes
 
 
 def test_registering_an_incomplete_method_is_refused():
@@ -91,14 +94,14 @@ def test_one_class_has_one_name():
     cls = registry.register_method("first-name")(fresh_subclass())
     with pytest.raises(BenchError, match="already registered as 'first-name'"):
         registry.register_method("second-name")(cls)
-    assert cls.name == "first-name" and "second-name" not in registry.METHODS
+    assert cls.name == "first-name" and "second-name" not in METHODS.classes
 
 
 def test_duplicate_names_are_refused():
-    ddpm = registry.METHODS["ddpm"]
+    ddpm = METHODS.classes["ddpm"]
     with pytest.raises(BenchError, match="'ddpm' is already registered by methods.diffusion.DDPM"):
         registry.register_method("ddpm")(fresh_subclass())
-    assert registry.METHODS["ddpm"] is ddpm and ddpm.name == "ddpm"
+    assert METHODS.classes["ddpm"] is ddpm and ddpm.name == "ddpm"
 
 
 def test_registering_the_same_class_again_is_harmless():
@@ -149,15 +152,15 @@ def test_create_method_passes_hyperparameters():
 # ---------------------------------------------------------------- plugins
 
 def test_a_plugin_module_registers_its_methods():
-    assert "toy-diagonal" not in registry.METHODS
-    registry.load_plugin("toy_plugin")
+    assert "toy-diagonal" not in METHODS.classes
+    load_plugin("toy_plugin")
     cls = registry.get_method("toy-diagonal")
     assert cls.__module__ == "toy_plugin" and cls.name == "toy-diagonal"
 
 
 def test_a_missing_plugin_is_a_clear_error():
     with pytest.raises(BenchError, match="--plugin no_such_plugin_module: cannot import it"):
-        registry.load_plugin("no_such_plugin_module")
+        load_plugin("no_such_plugin_module")
 
 
 def test_bench_list_with_a_plugin_shows_it(capsys):
@@ -178,8 +181,7 @@ def test_bench_with_a_missing_plugin_fails_without_traceback(capsys):
 
 def fake_entry_points(*entries):
     def entry_points(group):
-        assert group == registry.ENTRY_POINT_GROUP
-        return list(entries)
+        return list(entries) if group == METHODS.entry_point_group else []
 
     return entry_points
 
@@ -187,47 +189,47 @@ def fake_entry_points(*entries):
 def test_an_entry_point_registers_under_its_name(monkeypatch):
     cls = fresh_subclass("ThirdParty")
     entry = SimpleNamespace(name="third-party", value="pkg.module:ThirdParty", load=lambda: cls)
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(entry))
+    monkeypatch.setattr(core_registry, "entry_points", fake_entry_points(entry))
     assert registry.get_method("third-party") is cls  # found on first lookup
     assert cls.name == "third-party"
 
 
 def test_an_entry_point_to_a_decorated_class(monkeypatch):
     entry = EntryPoint(name="toy-diagonal", value="toy_plugin:DiagonalGaussian",
-                       group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(entry))
+                       group=METHODS.entry_point_group)
+    monkeypatch.setattr(core_registry, "entry_points", fake_entry_points(entry))
     assert registry.get_method("toy-diagonal").__module__ == "toy_plugin"
 
 
 def test_an_entry_point_method_is_listed(monkeypatch, capsys):
     cls = fresh_subclass("Listed")
     entry = SimpleNamespace(name="listed-ep", value="pkg:Listed", load=lambda: cls)
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(entry))
+    monkeypatch.setattr(core_registry, "entry_points", fake_entry_points(entry))
     assert main(["list"]) == 0
     assert "listed-ep" in capsys.readouterr().out
 
 
 def test_an_entry_point_to_a_non_method_is_refused(monkeypatch):
     entry = SimpleNamespace(name="bad-ep", value="pkg:thing", load=lambda: dict)
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(entry))
+    monkeypatch.setattr(core_registry, "entry_points", fake_entry_points(entry))
     with pytest.raises(BenchError, match="not a subclass"):
-        registry.load_entry_points()
+        METHODS.load_entry_points()
 
 
 def test_an_entry_point_that_cannot_load_is_a_clear_error(monkeypatch):
     entry = EntryPoint(name="broken-ep", value="no_such_package.module:Thing",
-                       group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(entry))
+                       group=METHODS.entry_point_group)
+    monkeypatch.setattr(core_registry, "entry_points", fake_entry_points(entry))
     with pytest.raises(BenchError, match="entry point 'broken-ep'.*cannot be loaded"):
         registry.get_method("broken-ep")
 
 
 def test_an_entry_point_name_must_match_the_decorator(monkeypatch):
     entry = EntryPoint(name="other-name", value="toy_plugin:DiagonalGaussian",
-                       group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(entry))
+                       group=METHODS.entry_point_group)
+    monkeypatch.setattr(core_registry, "entry_points", fake_entry_points(entry))
     with pytest.raises(BenchError, match="registered as 'toy-diagonal'"):
-        registry.load_entry_points()
+        METHODS.load_entry_points()
 
 
 # ---------------------------------------------------------------- bench list
@@ -245,7 +247,7 @@ def test_bench_list_shows_methods_representations_and_datasets(monkeypatch, tmp_
     out = capsys.readouterr().out
     sections = out.split("representations:")
     listed_methods, rest = sections[0], sections[1]
-    for name, cls in registry.METHODS.items():
+    for name, cls in METHODS.classes.items():
         assert f"  {name} " in listed_methods and cls.description in listed_methods
     assert "schedule=linear: str (linear|cosine)" in listed_methods
     assert "sampler=ddim: str (ddim|ancestral)" in listed_methods

@@ -11,7 +11,7 @@ import ot
 import pytest
 
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from metrics import distances
 from metrics.distances import (DistanceMatrices, chamfer_distance, compute_distance_matrices,
                                earth_movers_distance)

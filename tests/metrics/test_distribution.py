@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from bench.errors import BenchError
-from metrics.distances import DistanceMatrices, compute_distance_matrices
-from metrics.distribution import (coverage, distribution_metrics, minimum_matching_distance,
-                                  one_nna)
+from bench.core.errors import BenchError
+from metrics.distribution import (PointFlowChamfer, PointFlowEMD, coverage,
+                                  minimum_matching_distance, one_nna, pointflow_scores)
+from metrics.distances import compute_distance_matrices
 from metrics.pointsets import sample_surface_points
+from sets import scores
 
 # Rows reference (3), columns generated (4).
 CROSS = np.array([[1.0, 5.0, 2.0, 9.0],
@@ -154,25 +155,22 @@ def test_bad_matrices_raise():
         coverage(-CROSS)
 
 
-def test_distribution_metrics_names_units_and_directions():
+def test_pointflow_scores_and_the_declared_outputs():
     ref_ref, gen_gen = np.zeros((3, 3)), np.zeros((4, 4))
-    chamfer_only = distribution_metrics(DistanceMatrices(CROSS, ref_ref, gen_gen))
-    assert [(m.name, m.unit, m.higher_is_better, m.group) for m in chamfer_only] == [
-        ("MMD-CD", "mm^2", False, "distribution"),
-        ("COV-CD", "%", True, "distribution"),
-        ("1-NNA-CD", "%", False, "distribution"),
-    ]
-    assert chamfer_only[0].value == pytest.approx(1.5)
-    both = distribution_metrics(DistanceMatrices(CROSS, ref_ref, gen_gen, 2 * CROSS, ref_ref,
-                                                 gen_gen))
-    assert [m.name for m in both[3:]] == ["MMD-EMD", "COV-EMD", "1-NNA-EMD"]
-    assert both[3].unit == "mm" and both[3].value == pytest.approx(3.0)
+    values = pointflow_scores("CD", CROSS, ref_ref, gen_gen)
+    assert values == {"MMD-CD": pytest.approx(1.5), "COV-CD": coverage(CROSS),
+                      "1-NNA-CD": one_nna(CROSS, ref_ref, gen_gen)}
+    assert [(s.name, s.unit, s.higher_is_better) for s in PointFlowChamfer.outputs] == [
+        ("MMD-CD", "mm^2", False), ("COV-CD", "%", True), ("1-NNA-CD", "%", False)]
+    assert [(s.name, s.unit) for s in PointFlowEMD.outputs] == [
+        ("MMD-EMD", "mm"), ("COV-EMD", "%"), ("1-NNA-EMD", "%")]
+    assert PointFlowChamfer.group == PointFlowEMD.group == "distribution"
 
 
 def test_a_generated_set_of_empty_volumes_scores_worst():
-    reference = sample_surface_points(ellipsoid_shells(4, 24, 4, 9, seed=7), 64)
-    empty = sample_surface_points(np.zeros((3, 24, 24, 24), dtype=bool), 64, allow_empty=True)
-    matrices = compute_distance_matrices(reference, empty, emd=True, emd_points=16, workers=1)
-    values = {m.name: m.value for m in distribution_metrics(matrices)}
+    reference = ellipsoid_shells(4, 24, 4, 9, seed=7)
+    empty = np.zeros((3, 24, 24, 24), dtype=bool)
+    values = {**scores(PointFlowChamfer(), reference, empty, points_per_shape=64),
+              **scores(PointFlowEMD(points=16), reference, empty, points_per_shape=64)}
     assert values == {"MMD-CD": np.inf, "COV-CD": 0.0, "1-NNA-CD": 100.0,
                       "MMD-EMD": np.inf, "COV-EMD": 0.0, "1-NNA-EMD": 100.0}

@@ -6,9 +6,10 @@ import torch
 from monai.metrics import compute_ms_ssim
 
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
-from metrics.diversity import (WANG_WEIGHTS, diversity_metrics, ms_ssim, ms_ssim_diversity,
+from bench.core.errors import BenchError
+from metrics.diversity import (WANG_WEIGHTS, MSSSIMDiversity, ms_ssim, ms_ssim_diversity,
                                ms_ssim_settings, pairwise_ms_ssim, random_pairs)
+from sets import scores
 
 
 def shells(n, resolution, seed):
@@ -75,14 +76,13 @@ def test_diversity_zero_for_identical_and_positive_for_different():
     assert two == pytest.approx(pair * 9 / 15)  # 9 of the 15 pairs differ
 
 
-def test_diversity_metrics_on_skulls():
+def test_the_registered_metric_on_skulls():
     data = make_dataset(16, 32, seed=1)
     collapsed = np.repeat(data.volumes[:1], 8, axis=0)
-    rows = diversity_metrics(data.volumes[:8], collapsed, n_pairs=10)
-    assert [r.name for r in rows] == ["MS-SSIM-diversity", "MS-SSIM-diversity-reference"]
-    assert rows[0].value == 0.0 and rows[1].value > 0.02
-    assert all(r.group == "distribution" and r.higher_is_better for r in rows)
-    fresh = diversity_metrics(data.volumes[:8], data.volumes[8:], n_pairs=10,
-                              reference_level=rows[1].value)
-    assert fresh[1].value == rows[1].value
-    assert 0.5 * rows[1].value < fresh[0].value < 2.0 * rows[1].value
+    metric = MSSSIMDiversity(pairs=10)
+    assert scores(metric, data.volumes[:8], collapsed) == {"MS-SSIM-diversity": 0.0}
+    real_level = ms_ssim_diversity(data.volumes[:8], n_pairs=10)
+    fresh = scores(metric, data.volumes[:8], data.volumes[8:])["MS-SSIM-diversity"]
+    assert real_level > 0.02 and 0.5 * real_level < fresh < 2.0 * real_level
+    assert MSSSIMDiversity.group == "distribution"
+    assert MSSSIMDiversity.outputs[0].higher_is_better

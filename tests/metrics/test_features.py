@@ -6,12 +6,15 @@ import math
 import numpy as np
 import pytest
 
+from bench.core.errors import BenchError
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
-from metrics.anatomy import MEASURES, AnatomyMeasures, measure_volumes
-from metrics.features import (DESCRIPTORS, class_balance, descriptor_features, feature_metrics,
-                              fit_pca_features, gaussian_kernel, kernel_mmd, knn_radii,
-                              median_bandwidth, nearest_neighbour_labels, pca_features, prdc)
+from bench.evaluation import pca_feature_map
+from metrics.features import (ClassBalanceMetric, DescriptorFeatureDistribution,
+                              PCAFeatureDistribution, class_balance, gaussian_kernel, kernel_mmd,
+                              knn_radii, median_bandwidth, nearest_neighbour_labels, prdc)
+from metrics.inputs import DESCRIPTORS, UNDEFINED_DESCRIPTOR, standardised_descriptors
+from metrics.measures import MEASURES, AnatomyMeasures, measure_volumes
+from sets import scores
 
 
 def normal(seed, n, d=8, shift=0.0):
@@ -115,12 +118,13 @@ def test_knn_radii_by_sorting():
     np.testing.assert_allclose(knn_radii(x, 3), np.sort(d, axis=1)[:, 3])
 
 
-def test_feature_metrics_rows_and_errors():
-    rows = feature_metrics(normal(13, 50), normal(14, 40), "pca")
-    assert [r.name for r in rows] == ["KMMD-pca", "PRDC-precision-pca", "PRDC-recall-pca",
-                                      "PRDC-density-pca", "PRDC-coverage-pca"]
-    assert not rows[0].higher_is_better and all(r.higher_is_better for r in rows[1:])
-    assert all(r.group == "distribution" for r in rows)
+def test_feature_metrics_outputs_and_errors():
+    specs = PCAFeatureDistribution.outputs
+    assert [s.name for s in specs] == ["KMMD-pca", "PRDC-precision-pca", "PRDC-recall-pca",
+                                       "PRDC-density-pca", "PRDC-coverage-pca"]
+    assert not specs[0].higher_is_better and all(s.higher_is_better for s in specs[1:])
+    assert [s.name for s in DescriptorFeatureDistribution.outputs][0] == "KMMD-descriptors"
+    assert PCAFeatureDistribution.group == "distribution"
     with pytest.raises(BenchError, match="dimensions"):
         kernel_mmd(normal(0, 5, 2), normal(0, 5, 3))
     with pytest.raises(BenchError, match="N >= 6"):
@@ -157,16 +161,32 @@ def test_class_balance_mode_dropping_and_matching():
     assert dropped.reference_frequency.tolist() == pytest.approx([0.7, 0.2, 0.1])
     assert dropped.total_variation == pytest.approx(0.3)
     assert dropped.rare.tolist() == [False, True, True]  # below the uniform 1/3
-    rows = {r.name: r for r in dropped.metrics()}
-    assert rows["class-TV-pca"].value == pytest.approx(30.0)
-    assert rows["class-TV-pca"].group == "anatomy" and not rows["class-TV-pca"].higher_is_better
-    assert rows["class-freq-rare-pca"].value == 0.0
+    rows = dropped.values()
+    assert rows["class-TV-pca"] == pytest.approx(30.0)
+    assert rows["class-freq-rare-pca"] == 0.0
     assert "class-freq-common-pca" not in rows
+    assert ClassBalanceMetric.group == "anatomy"
+    assert not ClassBalanceMetric.spec_of("class-TV-pca").higher_is_better
     matched = class_balance(features, labels, clusters([35, 10, 5], seed=2)[0], names, "pca")
     assert matched.total_variation == pytest.approx(0.0, abs=1e-12)
     skewed = class_balance(features, labels, clusters([20, 20, 10], seed=3)[0], names, "pca")
     assert skewed.generated_frequency.tolist() == pytest.approx([0.4, 0.4, 0.2])
     assert skewed.total_variation == pytest.approx(0.3)
+
+
+def test_unclassified_samples_count_in_no_class():
+    names = ("common", "rare")
+    features, labels = clusters([80, 20], seed=6)
+    generated = clusters([30, 10], seed=7)[0]
+    keep = np.arange(40) >= 20  # half the samples (the first 20) are not classified
+    balance = class_balance(features, labels, generated, names, "pca", classifiable=keep)
+    assert balance.predicted[:20].tolist() == [-1] * 20
+    assert balance.generated_frequency.tolist() == pytest.approx([10 / 40, 10 / 40])
+    # 1/2 (|0.25 - 0.8| + |0.25 - 0.2| + 0.5 unclassified)
+    assert balance.total_variation == pytest.approx(0.55)
+    nothing = class_balance(features, labels, generated, names, "pca",
+                            classifiable=np.zeros(40, dtype=bool))
+    assert nothing.total_variation == pytest.approx(1.0)
 
 
 def test_class_balance_ignores_unknown_labels():
@@ -187,11 +207,13 @@ def test_descriptor_features_are_standardised_by_the_reference():
     values["symmetry_error_mm"][0] = np.nan
     reference = AnatomyMeasures(**values)
     generated = AnatomyMeasures(**{k: v[:4] + 10.0 for k, v in values.items()})
-    ref, gen = descriptor_features(reference, generated)
+    ref = standardised_descriptors(reference, reference)
+    gen = standardised_descriptors(reference, generated)
     assert ref.shape == (30, len(DESCRIPTORS)) and gen.shape == (4, len(DESCRIPTORS))
     column = DESCRIPTORS.index("symmetry_error_mm")
-    assert ref[0, column] == 0.0 and gen[0, column] == 0.0  # undefined -> reference mean
-    np.testing.assert_allclose(np.nanmean(np.delete(ref, 0, 0), 0)[:column], 0, atol=0.5)
+    # Undefined: far outside the reference, not at its mean.
+    assert ref[0, column] == gen[0, column] == UNDEFINED_DESCRIPTOR
+    np.testing.assert_allclose(np.delete(ref, 0, 0).mean(0)[:column], 0, atol=0.5)
     np.testing.assert_allclose(ref[:, 0].std(), 1.0)
     std = values["bone_volume_ml"].std()
     np.testing.assert_allclose(gen[1:, 0] - ref[1:4, 0], 10.0 / std)
@@ -202,27 +224,36 @@ def skulls():
     return make_dataset(60, 32, seed=2)
 
 
-def test_pca_and_descriptor_features_of_skulls(skulls):
+def test_a_sample_with_one_undefined_descriptor_is_far_from_the_skulls(skulls):
+    # A copy of a training skull whose cephalic index alone is undefined: filling in the
+    # reference mean would put it among the skulls (precision 1); it must fall outside.
+    reference = measure_volumes(skulls.volumes[:45], skulls.voxel_size_mm)
+    broken = {m.attribute: getattr(reference, m.attribute)[:6].copy() for m in MEASURES}
+    broken["cephalic_index"][:] = np.nan
+    ref = standardised_descriptors(reference, reference)
+    gen = standardised_descriptors(reference, AnatomyMeasures(**broken))
+    assert prdc(ref, ref[:6]).precision == 1.0
+    assert prdc(ref, gen).precision == 0.0
+
+
+def test_descriptor_and_pca_features_of_skulls(skulls):
     train, query = skulls.volumes[:45], skulls.volumes[45:]
-    pca = fit_pca_features(train, n_components=8)
-    train_features, query_features = pca_features(pca, train), pca_features(pca, query)
-    assert train_features.shape == (45, 8) and query_features.dtype == np.float64
-    np.testing.assert_allclose(train_features.std(0, ddof=1), 1.0, rtol=1e-3)  # whitened
     measures = measure_volumes(skulls.volumes, skulls.voxel_size_mm)
-    ref, gen = descriptor_features(measures, measures)
-    np.testing.assert_allclose(ref, gen)
+    np.testing.assert_allclose(standardised_descriptors(measures, measures).mean(0), 0,
+                               atol=1e-9)
     # Held-out skulls of the same generator are close in distribution to the training ones,
     # and a training-copy set scores perfect precision.
-    same = {r.name: r.value for r in feature_metrics(train_features, query_features, "pca")}
+    same = scores(PCAFeatureDistribution(), train, query, voxel_size_mm=skulls.voxel_size_mm,
+                  feature_maps={"pca": pca_feature_map(train, 8)})
     assert same["KMMD-pca"] < 0.1
-    assert prdc(train_features, train_features[:20]).precision == 1.0
+    features = pca_feature_map(train, 8)(train)
+    assert prdc(features, features[:20]).precision == 1.0
 
 
 def test_class_balance_of_skull_copies(skulls):
     train = skulls.volumes[:45]
     labels = skulls.labels[:45]
-    pca = fit_pca_features(train, n_components=8)
-    features = pca_features(pca, train)
+    features = pca_feature_map(train, 8)(train)
     copies = class_balance(features, labels, features, skulls.class_names, "pca")
     np.testing.assert_array_equal(copies.predicted, labels)
     assert copies.total_variation == pytest.approx(0.0, abs=1e-12)
@@ -230,5 +261,5 @@ def test_class_balance_of_skull_copies(skulls):
     dropped = class_balance(features, labels, normal_only, skulls.class_names, "pca")
     assert dropped.generated_frequency[0] == 1.0
     assert dropped.total_variation == pytest.approx(1.0 - np.mean(labels == 0))
-    rare = {r.name: r.value for r in dropped.metrics() if r.name.startswith("class-freq")}
+    rare = {k: v for k, v in dropped.values().items() if k.startswith("class-freq")}
     assert rare and all(value == 0.0 for value in rare.values())

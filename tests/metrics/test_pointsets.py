@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from bench.data.grid import axis_centers_mm
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from metrics.pointsets import PointSets, sample_surface_points, surface_mask
 
 

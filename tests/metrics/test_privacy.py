@@ -5,8 +5,9 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from bench.data.synthskull import make_dataset
-from bench.errors import BenchError
-from metrics.privacy import closest_records, dice_privacy_report, privacy_report
+from bench.core.errors import BenchError
+from metrics.privacy import DistanceToClosestRecord, closest_records, privacy_report
+from sets import scores
 
 
 def gaussian_sets(seed):
@@ -31,12 +32,9 @@ def test_train_copies_are_memorised():
     assert report.generated.index.tolist() == [5, 17, 17, 300]
     assert report.ratio == 0.0
     assert report.memorised_share == 100.0
-    assert report.closest_pairs(2) == [(0, 5, 0.0), (1, 17, 0.0)]
-    rows = {r.name: r for r in report.metrics()}
-    assert rows["DCR-ratio-L2"].value == 0.0
-    assert rows["memorised-share-L2"].value == 100.0 and rows["memorised-share-L2"].unit == "%"
-    assert rows["DCR-median-test-L2"].unit == "mm"
-    assert all(r.group == "privacy" for r in rows.values())
+    assert report.values() == {"DCR-ratio-L2": 0.0, "memorised-share-L2": 100.0,
+                               "DCR-median-generated-L2": 0.0}
+    assert report.test_median == pytest.approx(np.median(cdist(train, test).min(0)))
 
 
 def test_fresh_sample_sits_as_far_as_test_skulls():
@@ -75,12 +73,25 @@ def test_bad_matrices_raise():
         privacy_report(cdist(train, test), cdist(train, fresh), "L2", "mm", quantile=1.5)
 
 
-def test_dice_distance_on_skulls():
+def test_the_registered_metric_on_skulls():
     data = make_dataset(30, 32, seed=4)
     train, test = data.volumes[:24], data.volumes[24:]
-    report = dice_privacy_report(train, train[[3, 10]], test)
-    assert report.generated.index.tolist() == [3, 10]
-    assert report.generated.distance.tolist() == [0.0, 0.0]
-    assert report.ratio == 0.0 and report.memorised_share == 100.0
-    assert np.all(report.test.distance > 0)
-    assert [r.name for r in report.metrics()][:2] == ["DCR-ratio-Dice", "memorised-share-Dice"]
+    metric = DistanceToClosestRecord()
+    copies = scores(metric, test, train[[3, 10]], train=train)
+    assert copies == {"DCR-ratio-Dice": 0.0, "memorised-share-Dice": 100.0,
+                      "DCR-median-generated-Dice": 0.0}
+    fresh = scores(metric, test[:3], test[3:], train=train)
+    assert fresh["DCR-ratio-Dice"] > 0.5
+    assert [s.name for s in metric.outputs][:2] == ["DCR-ratio-Dice", "memorised-share-Dice"]
+    assert metric.group == "privacy" and metric.spec_of("memorised-share-Dice").unit == "%"
+
+
+def test_empty_samples_are_no_record_of_anybody():
+    data = make_dataset(30, 32, seed=4)
+    train, test = data.volumes[:24], data.volumes[24:]
+    metric = DistanceToClosestRecord()
+    with_empty = np.concatenate([train[[3, 10]], np.zeros_like(train[:2])])
+    assert scores(metric, test, with_empty, train=train) == scores(metric, test, train[[3, 10]],
+                                                                   train=train)
+    nothing = scores(metric, test, np.zeros_like(train[:4]), train=train)
+    assert all(np.isnan(value) for value in nothing.values())

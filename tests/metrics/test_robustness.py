@@ -51,6 +51,11 @@ def test_max_step_change_orders_by_nfe():
     assert np.isnan(max_step_change([1], [2.0]))
 
 
+def test_a_broken_step_budget_makes_the_change_unknown():
+    # NaN at the middle budget: the change is not the 0.1 between the other two.
+    assert np.isnan(max_step_change([1, 5, 10], [2.0, np.nan, 2.1]))
+
+
 def test_step_robustness_uses_seed_means_and_makes_robustness_values():
     frame = rows({1: [10.0, 12.0], 5: [3.0, 3.2], 20: [2.0, 2.1], 50: [2.0, 2.0]})
     table = step_robustness(frame)

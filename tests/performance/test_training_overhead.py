@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from bench.training import TrainConfig, train_network
+from bench.core.training import TrainConfig, train_network
 from methods.backbones import BackboneConfig, build_backbone
 from methods.flow_matching import ConstantNoisePath, FlowMatchingLoss, IndependentCoupling
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.conformance import parametrize_with_checks
 from bench.representations import (REPRESENTATIONS, PCARepresentation, Representation,
                                    VoxelRepresentation, get_representation, reconstruction_dice)
 
@@ -157,7 +158,13 @@ def test_pca_decode_of_zero_latents_is_the_thresholded_mean(pca: PCARepresentati
 
 # -------------------------------------------------------------- contract, save, load
 
-@pytest.mark.parametrize("name", sorted(REPRESENTATIONS))
+@parametrize_with_checks([get_representation(name, **({"n_components": 6} if name == "pca" else {}))
+                          for name in REPRESENTATIONS.names()])
+def test_the_representation_contract(item, check) -> None:
+    check(item)
+
+
+@pytest.mark.parametrize("name", REPRESENTATIONS.names())
 def test_encode_decode_and_shape_before_fit_raise(name: str) -> None:
     rep = get_representation(name)
     with pytest.raises(BenchError, match="not fitted"):
@@ -168,7 +175,7 @@ def test_encode_decode_and_shape_before_fit_raise(name: str) -> None:
         rep.encoded_shape
 
 
-@pytest.mark.parametrize("name", sorted(REPRESENTATIONS))
+@pytest.mark.parametrize("name", REPRESENTATIONS.names())
 def test_save_load_round_trip_gives_identical_encodings(name: str, train: np.ndarray,
                                                         tmp_path) -> None:
     params = {"n_components": 7} if name == "pca" else {}
@@ -198,7 +205,7 @@ def test_load_refuses_another_representation_or_a_broken_file(train: np.ndarray,
 
 
 def test_get_representation_names_the_closest_match_and_allowed_params() -> None:
-    with pytest.raises(BenchError, match="unknown representation 'pcaa'; valid names: pca, "
+    with pytest.raises(BenchError, match="unknown representation 'pcaa'; registered: pca, "
                                          "voxel; did you mean 'pca'"):
         get_representation("pcaa")
     with pytest.raises(BenchError, match="did you mean 'voxel'"):

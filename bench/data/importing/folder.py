@@ -20,8 +20,8 @@ from bench.data.importing.readers import EXTENSIONS, READERS, BadFile, Options, 
 from bench.data.importing.sidefiles import file_reference, read_labels, read_landmarks
 from bench.data.importing.standardise import FRANKFORT_LANDMARKS, describe_steps, standardise
 from bench.data.sources import SYNTHSKULL
-from bench.errors import BenchError
-from bench.io import sha256_file
+from bench.core.errors import BenchError
+from bench.core.io import sha256_file
 
 ON_ERROR = ("fail", "skip")
 ALIGNMENTS = ("none", "principal", "landmarks")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.synthskull import LANDMARK_NAMES
-from bench.errors import BenchError
-from bench.io import sha256_file
+from bench.core.errors import BenchError
+from bench.core.io import sha256_file
 
 
 def read_landmarks(path: Path) -> dict[str, dict[str, np.ndarray]]:

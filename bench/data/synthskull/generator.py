@@ -21,7 +21,7 @@ from bench.data.synthskull.anatomy import (CLASS_NAMES, NASION_HEIGHT_MM, Skull,
                                            SkullParameters, build_skull, sample_parameters)
 from bench.data.synthskull.shapes import occupied, paint
 from bench.data.synthskull.template import load_template
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # Position of the Frankfort frame's origin (mid-porion) in the grid, mm: puts
 # the mean skull, vertex to menton and glabella to opisthocranion, at the centre.

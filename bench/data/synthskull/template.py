@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # Bony porion relative to the skin pre-auricular point (medial, posterior, superior), mm.
 PORION_FROM_PREAURICULAR_MM = np.array([8.0, -9.0, 5.0])
@@ -54,7 +54,7 @@ class VaultTemplate:
 def fsaverage_folder() -> Path:
     """The fsaverage data folder of the installed ``mne`` package."""
     try:
-        import mne
+        import mne  # heavy (seconds to import), and only generating synthskull needs it
     except ImportError as error:
         raise BenchError("synthskull needs the 'mne' package for its fsaverage template; "
                          "install the project with `make install`") from error
@@ -68,7 +68,7 @@ def fsaverage_folder() -> Path:
 @functools.lru_cache(maxsize=1)
 def load_template() -> VaultTemplate:
     """Read the fsaverage inner skull and build its radial table (cached per process)."""
-    import mne
+    import mne  # heavy: see fsaverage_folder
 
     folder = fsaverage_folder()
     surface = mne.read_bem_surfaces(folder / "fsaverage-inner_skull-bem.fif", verbose=False)[0]

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench.distributed import ProcessGroup, local_batch_size, rank_seed
-from bench.errors import BenchError
-from bench.training import (CHECKPOINT_NAME, TrainConfig, clip_gradients_, train_network,
-                            update_ema, warmup_cosine)
+from bench.core.distributed import ProcessGroup, local_batch_size, rank_seed
+from bench.core.errors import BenchError
+from bench.core.training import (CHECKPOINT_NAME, TrainConfig, clip_gradients_,
+                                 train_network, update_ema, warmup_cosine)
 from methods.backbones import BackboneConfig, build_backbone
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -369,7 +369,7 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path):
     out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "bench.distributed", "--out", str(out),
+               "--nproc_per_node=2", "-m", "bench.torchrun_check", "--out", str(out),
                "--steps", "30", "--checkpoint-dir", str(checkpoints)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=180)

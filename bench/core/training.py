@@ -13,7 +13,7 @@ losses. A later call with the same ``checkpoint_dir`` resumes from them; a
 checkpoint of a different set-up is refused, never silently continued.
 
 Under torchrun (an initialised ``torch.distributed`` group, see
-:mod:`bench.distributed`) the same loop trains with DistributedDataParallel.
+:mod:`bench.core.distributed`) the same loop trains with DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from bench.distributed import (ProcessGroup, current_group, gather_rows, local_batch_size,
-                               mean_over_ranks, rank_seed)
-from bench.errors import BenchError
-from bench.io import atomic_path
+from bench.core.distributed import (ProcessGroup, current_group, gather_rows,
+                                    local_batch_size, mean_over_ranks, rank_seed)
+from bench.core.errors import BenchError, NonFiniteError
+from bench.core.io import atomic_path
 
 # loss_fn(network, batch, generator) -> scalar loss; the generator is the
 # loop's own (a CPU generator), so the noise a loss draws is seeded with the fit.
@@ -341,9 +341,10 @@ class _Loop:
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 what = (f"the training loss became {loss}" if not math.isfinite(loss) else
                         f"the gradient norm became {norm} (loss {loss:.6g})")
-                raise BenchError(f"method {self.name!r}, seed {self.seed}: {what} at step "
-                                 f"{first + row} of {self.config.steps}; lower "
-                                 f"train.learning_rate, check the data, or use another seed")
+                raise NonFiniteError(f"method {self.name!r}, seed {self.seed}: {what} at step "
+                                     f"{first + row} of {self.config.steps}; lower "
+                                     f"train.learning_rate, check the data, or use another "
+                                     f"seed")
         self.losses += [loss for loss, _ in values]
         self.grad_norms += [norm for _, norm in values]
         if not bar.disable:

@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 from typing import Any, TypeVar
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 P = TypeVar("P")
 

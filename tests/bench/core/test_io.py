@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from bench.io import atomic_path, write_json_atomic
+from bench.core.io import atomic_path, write_json_atomic
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

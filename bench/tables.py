@@ -1,0 +1,167 @@
+"""Leaderboard tables: statistics per (method, metric) from result rows, and their layouts.
+
+:func:`leaderboard` reduces one group's rows at one step budget to a table of
+statistics with one row per (method, metric): mean and 95 % t-interval over
+seeds (:mod:`metrics.robustness`), the number of seeds, the rank among the
+methods, whether the method is the best, and whether a paired t-test across
+seeds (pairs matched by seed number; two-sided, p < 0.05; at least 3 common
+seeds) separates it from the best. The layouts read that table only:
+
+- :func:`numeric_table`, the CSV: one numeric row per (method, metric);
+- :func:`text_table`, for md, tex, html and the terminal: metrics as rows
+  and methods as columns (``mean ± ci``, bold for the best, a dagger where the
+  method differs from the best), so that a table stays as narrow as the
+  number of methods, whatever the number of metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from metrics.robustness import seed_summary
+
+SIGNIFICANCE = 0.05
+STATISTICS = ["method", "metric", "mean", "ci_low", "ci_high", "n_seeds", "higher_is_better",
+              "unit", "rank", "best", "differs"]
+MEAN_RANK = "mean rank"
+
+
+def leaderboard(rows: pd.DataFrame, steps: int, ranked: list[str] | None = None
+                ) -> pd.DataFrame:
+    """Statistics of every (method, metric) of ``rows`` at step budget ``steps``.
+
+    Args:
+        rows: long result rows (one group, or any selection of metrics).
+        steps: the step budget whose rows are summarised.
+        ranked: the methods that compete (rank, best, paired test); the others
+            (references) keep NaN ranks. None ranks every method.
+
+    Returns:
+        One row per (method, metric) with the columns of :data:`STATISTICS`,
+        sorted by metric then method.
+    """
+    selected = rows[rows["steps"] == steps]
+    summary = seed_summary(selected)
+    records = []
+    for metric, frame in summary.groupby("metric", sort=True):
+        higher = bool(frame["higher_is_better"].iloc[0])
+        means = frame.set_index("method")["mean"]
+        if ranked is not None:
+            means = means[means.index.isin(ranked)]
+        finite = means.dropna()
+        best = (finite.idxmax() if higher else finite.idxmin()) if len(finite) else None
+        ranks = means.rank(ascending=not higher, method="min")
+        for record in frame.itertuples():
+            competes = record.method in ranks.index
+            records.append({
+                "method": record.method, "metric": metric, "mean": record.mean,
+                "ci_low": record.ci_low, "ci_high": record.ci_high, "n_seeds": int(record.n),
+                "higher_is_better": higher, "unit": record.unit,
+                "rank": ranks[record.method] if competes else np.nan,
+                "best": record.method == best,
+                "differs": competes and differs_from_best(selected, metric, record.method,
+                                                          best)})
+    table = pd.DataFrame(records, columns=STATISTICS)
+    return table.sort_values(["metric", "method"], kind="stable").reset_index(drop=True)
+
+
+def differs_from_best(rows: pd.DataFrame, metric: str, method: str, best: str | None) -> bool:
+    """Whether a paired t-test across seeds separates ``method`` from ``best`` (p < 0.05)."""
+    pvalue = paired_pvalue(rows, metric, method, best)
+    return bool(pvalue is not None and pvalue < SIGNIFICANCE)
+
+
+def paired_pvalue(rows: pd.DataFrame, metric: str, method: str, other: str | None
+                  ) -> float | None:
+    """Two-sided p of a paired t-test of two methods' values across common seeds.
+
+    None when the test does not apply: the same method, fewer than 3 common
+    seeds, or identical values on every seed.
+    """
+    if other is None or method == other:
+        return None
+    pick = rows[rows["metric"] == metric].pivot_table(index="seed", columns="method",
+                                                      values="value")
+    if method not in pick or other not in pick:
+        return None
+    paired = pick[[method, other]].dropna()
+    if len(paired) < 3 or np.allclose(paired[method], paired[other]):
+        return None
+    return float(stats.ttest_rel(paired[method], paired[other]).pvalue)
+
+
+def mean_ranks(table: pd.DataFrame) -> pd.Series:
+    """Each method's mean rank over the metrics of ``table``."""
+    return table.groupby("method")["rank"].mean()
+
+
+def numeric_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The CSV layout: the statistics as they are, one row per (method, metric)."""
+    return table[STATISTICS]
+
+
+def metric_label(metric: str, higher_is_better: bool, unit: str) -> str:
+    """``MMD-CD ↓ [mm^2]``: name, direction arrow and unit."""
+    arrow = "↑" if higher_is_better else "↓"
+    return f"{metric} {arrow}" + (f" [{unit}]" if isinstance(unit, str) and unit else "")
+
+
+def format_cell(mean: float, half_width: float, best: bool, differs: bool, style: str) -> str:
+    """``mean ± ci`` with the best in bold and a dagger where significantly worse; "–" if
+    the method has no value."""
+    if mean is None or np.isnan(mean):
+        return "–"
+    text = f"{mean:.4g}" if np.isnan(half_width) else f"{mean:.4g} ± {half_width:.2g}"
+    if differs:
+        text += "†"
+    if best:
+        text = {"md": f"**{text}**", "tex": f"\\textbf{{{text}}}",
+                "html": f"<b>{text}</b>"}.get(style, text)
+    return text.replace("±", "$\\pm$").replace("†", "$^\\dagger$") if style == "tex" else text
+
+
+def text_table(table: pd.DataFrame, style: str, methods: list[str] | None = None,
+               ranked: bool = True) -> pd.DataFrame:
+    """Metrics as rows and methods as columns, cells formatted for ``style``.
+
+    Args:
+        table: statistics from :func:`leaderboard`.
+        style: "md", "tex", "html" or "text".
+        methods: the columns, in order (default: every method of ``table``, sorted).
+        ranked: end with a row of each method's mean rank.
+    """
+    methods = methods if methods is not None else sorted(table["method"].unique())
+    out = {}
+    for metric, frame in table.groupby("metric", sort=True):
+        first = frame.iloc[0]
+        by_method = frame.set_index("method")
+        cells = []
+        for method in methods:
+            if method not in by_method.index:
+                cells.append("–")
+                continue
+            row = by_method.loc[method]
+            cells.append(format_cell(row["mean"], row["ci_high"] - row["mean"],
+                                     bool(row["best"]), bool(row["differs"]), style))
+        out[metric_label(metric, bool(first["higher_is_better"]), first["unit"])] = cells
+    frame = pd.DataFrame.from_dict(out, orient="index", columns=methods)
+    if ranked and len(frame):
+        ranks = mean_ranks(table)
+        frame.loc[f"{MEAN_RANK} ↓"] = [
+            f"{ranks[m]:.2f}" if np.isfinite(ranks.get(m, np.nan)) else "–" for m in methods]
+    frame.index.name = "metric"
+    return frame
+
+
+def render_table(frame: pd.DataFrame, style: str) -> str:
+    """A text table in md, csv, tex or html (cells already formatted)."""
+    if style == "md":
+        return frame.to_markdown()
+    if style == "csv":
+        return frame.to_csv(index=False)
+    if style == "tex":
+        return frame.to_latex(escape=False)
+    # The index's name in the header's corner, not on a row of its own.
+    return frame.rename_axis(index=None, columns=frame.index.name).to_html(escape=False)
