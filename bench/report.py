@@ -120,7 +120,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
         table = leaderboard(selected, steps, ranked)
         tables.append((name, table))
         for style in formats:
-            written.append(_write_format(out_dir / f"{name}.{style}", table, methods, style))
+            written.append(_write_format(out_dir / f"{name}.{style}", table, methods, style,
+                                         ranked=name != "headline"))
     written.append(_write_timings(run, out_dir))
     if "html" in formats:
         text = verdict(tables[0][1], everything, ranked, steps) if tables else ""
@@ -151,11 +152,12 @@ def summary_table(run_dir: Path, steps: int | None = None) -> str:
     return text_table(table, "text", methods, ranked=False).to_markdown()
 
 
-def _write_format(path: Path, table: pd.DataFrame, methods: list[str], style: str) -> Path:
+def _write_format(path: Path, table: pd.DataFrame, methods: list[str], style: str,
+                  ranked: bool) -> Path:
     if style == "csv":
         write_table(path, numeric_table(table))
         return path
-    text = render_table(text_table(table, style, methods), style)
+    text = render_table(text_table(table, style, methods, ranked), style)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return path
