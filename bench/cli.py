@@ -23,6 +23,7 @@ import inspect
 import json
 import sys
 import textwrap
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -44,9 +45,9 @@ from bench.representations import REPRESENTATIONS
 from bench.run import parse_shard, run_benchmark
 from bench.sample import sample_to_files
 from bench.store import RunFolder
-from downstream.base import TASKS
-from methods.base import METHODS
-from metrics.base import METRICS
+from downstream.base import TASKS, Task
+from methods.base import METHODS, Method
+from metrics.base import METRICS, Metric
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,34 +134,37 @@ def _add_list(commands: argparse._SubParsersAction) -> None:
 def _run_list(args: argparse.Namespace) -> None:
     print("methods:")
     for name in METHODS.names():
-        cls = METHODS.get(name)
-        _print_entry(name, cls.description or _first_line(cls.__doc__), _dataclass_params(cls))
+        method_cls = METHODS.get(name)
+        _print_entry(name, method_cls.description or _first_line(method_cls.__doc__),
+                     _dataclass_params(method_cls))
     print("representations:")
     for name in REPRESENTATIONS.names():
-        cls = REPRESENTATIONS.get(name)
-        signature = inspect.signature(cls.__init__).parameters
+        representation_cls = REPRESENTATIONS.get(name)
+        signature = inspect.signature(representation_cls.__init__).parameters
         params = [(key, signature[key].default, _type_name(signature[key].annotation))
-                  for key in cls.param_names()]
-        _print_entry(name, _first_line(cls.__doc__), params)
+                  for key in representation_cls.param_names()]
+        _print_entry(name, _first_line(representation_cls.__doc__), params)
     print("datasets:")
     for name, summary in _datasets():
         _print_entry(name, summary, [])
     print(f"metrics (group: the values each returns; tags: {', '.join(TAGS)}):")
     for name in METRICS.names():
-        cls = METRICS.get(name)
+        metric_cls = METRICS.get(name)
         values = ", ".join(spec.name + (f" [{'/'.join(sorted(spec.tags))}]" if spec.tags else "")
-                           for spec in cls.outputs)
-        _print_entry(name, f"{cls.group}: {values}", _dataclass_params(cls))
+                           for spec in metric_cls.outputs)
+        _print_entry(name, f"{metric_cls.group}: {values}", _dataclass_params(metric_cls))
     print("tasks (downstream):")
     for name in TASKS.names():
-        cls = TASKS.get(name)
-        _print_entry(name, cls.description or _first_line(cls.__doc__), _dataclass_params(cls))
+        task_cls = TASKS.get(name)
+        _print_entry(name, task_cls.description or _first_line(task_cls.__doc__),
+                     _dataclass_params(task_cls))
     print("presets (bench run --config NAME):")
     for name in PRESETS:
         _print_entry(name, _preset_summary(name), [])
 
 
-def _dataclass_params(cls: type) -> list[tuple[str, object, object]]:
+def _dataclass_params(cls: type[Method] | type[Metric] | type[Task]
+                      ) -> list[tuple[str, object, object]]:
     """``(name, default, type)`` of each field of a registered class's ``Params``."""
     return [(f.name, _field_default(f), _field_type(f)) for f in dataclasses.fields(cls.Params)]
 
@@ -175,7 +179,8 @@ LIST_WIDTH = 100
 LIST_INDENT = 17
 
 
-def _print_entry(name: str, summary: str, params: list[tuple[str, object, object]]) -> None:
+def _print_entry(name: str, summary: str,
+                 params: Sequence[tuple[str, object, object]]) -> None:
     """One listed item: its name and summary, then ``name=default: type`` pairs, wrapped to
     :data:`LIST_WIDTH` columns."""
     indent = " " * LIST_INDENT

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -166,7 +167,7 @@ def _at_least(key: str, value: int, minimum: int) -> None:
                          f"{value!r}")
 
 
-def load_config(preset_or_file: str | None = None, overrides: list[str] = ()) -> RunConfig:
+def load_config(preset_or_file: str | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """A preset name or a YAML file path, then ``key.path=value`` overrides."""
     source = preset_or_file or DEFAULT_PRESET
     raw = _read_yaml(source)
@@ -206,7 +207,7 @@ def from_dict(cls: type, raw: Any, path: str) -> Any:
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path + ".")
     if origin is tuple:
         item = typing.get_args(hint)[0]

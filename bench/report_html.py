@@ -158,7 +158,9 @@ def _privacy_section(run: RunFolder, out_dir: Path, steps: int) -> list[str]:
     sns.histplot(data=shown.sort_values("label", kind="stable"), x="dcr", hue="label",
                  stat="density", common_norm=False, element="step", bins=30, ax=axis)
     axis.set_xlabel("DCR: 1 - Dice to the nearest training skull")
-    axis.get_legend().set_title(None)
+    legend = axis.get_legend()
+    if legend is not None:
+        legend.set_title("")
     histogram = _save(figure, out_dir / "dcr.png")
     closest = generated.sort_values(["dcr", "method", "seed", "sample"]).head(CLOSEST_PAIRS)
     pairs = pd.DataFrame({"method": closest["method"], "seed": closest["seed"],

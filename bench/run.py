@@ -28,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 import pandas as pd
@@ -204,7 +204,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
 
 
 def _one_at_a_time(context: RunContext, cells: list[Cell], progress: tqdm
-                   ) -> Iterator[CellOutcome]:
+                   ) -> Generator[CellOutcome, None, None]:
     for cell in cells:
         progress.set_postfix_str(cell.label)
         yield run_cell(context, cell)

@@ -27,7 +27,7 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Generator, Iterable, Iterator, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -55,7 +55,8 @@ def thread_budget(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def run_in_workers(task: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
+def run_in_workers(task: Callable[[T], R], items: Iterable[T],
+                   jobs: int) -> Generator[R, None, None]:
     """``task(item)`` for every item in ``jobs`` forked one-thread processes, yielded as
     each finishes (not in order).
 
@@ -103,6 +104,8 @@ def _start_worker() -> None:
 
 
 def _run_task(item):
+    if _worker_task is None:
+        raise BenchError("a worker process runs a task outside run_in_workers")
     return _worker_task(item)
 
 

@@ -118,18 +118,19 @@ class AlignmentTask(Task):
                        success_translation_mm=p.success_translation_mm)
 
     def _train(self, volumes: np.ndarray, seed: int, device: torch.device) -> None:
-        surfaces = [surface_points_mm(v, self.voxel_size_mm_) for v in volumes]
+        voxel_size_mm = self._voxel_size_mm()
+        surfaces = [surface_points_mm(v, voxel_size_mm) for v in volumes]
         surfaces = [s for s in surfaces if len(s) > 0]
         if not surfaces:
             raise DegenerateTrainingSet(f"task {self.name!r}: none of the {len(volumes)} "
                                         f"training volumes has any bone")
         p = self.params
         self.model_, self.losses_ = train_regressor(
-            surfaces, self.voxel_size_mm_, width=p.width, steps=p.steps,
+            surfaces, voxel_size_mm, width=p.width, steps=p.steps,
             batch_size=p.batch_size, n_points=p.n_points, learning_rate=p.learning_rate,
             max_rotation_deg=p.rotation_bound, max_translation_mm=p.max_translation_mm,
             seed=seed, device=device)
-        template = surface_points_mm(build_template(volumes), self.voxel_size_mm_)
+        template = surface_points_mm(build_template(volumes), voxel_size_mm)
         self.icp_ = IcpAligner(template, self.params.icp_method,
                                self.params.icp_max_distance_mm)
 
@@ -142,9 +143,9 @@ class AlignmentTask(Task):
         summaries = [cloud_moments(cloud) for cloud in cases.clouds]
         inputs = (subsets, np.array([c for c, _ in summaries]), np.array([m for _, m in summaries]))
         with torch.no_grad(), cpu_threads(1 if device.type == "cpu" else None):
-            learned = predict_pose(self.model_, *(torch.as_tensor(a, dtype=torch.float32,
-                                                                  device=device) for a in inputs))
-        learned = [a.cpu().double().numpy() for a in learned]
+            predicted = predict_pose(self.model_, *(torch.as_tensor(a, dtype=torch.float32,
+                                                                    device=device) for a in inputs))
+        learned = [a.cpu().double().numpy() for a in predicted]
         icp = [np.empty((len(subsets), 3, 3)), np.empty((len(subsets), 3))]
         for i, (cloud, rng) in enumerate(zip(cases.clouds, cases.rngs)):
             subset = cloud[rng.choice(len(cloud), min(len(cloud), self.params.icp_points),

@@ -48,6 +48,9 @@ class Params:
     """Hyperparameters of a task; subclasses add typed fields with defaults."""
 
 
+_Params = Params  # the class attribute Task.Params shadows the name inside Task
+
+
 class Task(ABC):
     """Base class of downstream tasks; register subclasses with ``@register_task``.
 
@@ -62,7 +65,7 @@ class Task(ABC):
     Params: ClassVar[type[Params]] = Params
     metrics: ClassVar[tuple[ValueSpec, ...]] = ()
 
-    def __init__(self, params: Params | None = None, **overrides: Any) -> None:
+    def __init__(self, params: _Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
         if not isinstance(base, self.Params):
             raise BenchError(f"task {self.name!r}: params must be {self.Params.__name__}, "
@@ -105,7 +108,7 @@ class Task(ABC):
         if len(test) == 0:
             raise BenchError(f"task {self.name!r}: the test set is empty")
         if test.resolution != self.resolution_ or \
-                not np.isclose(test.voxel_size_mm, self.voxel_size_mm_):
+                not np.isclose(test.voxel_size_mm, self._voxel_size_mm()):
             raise BenchError(f"task {self.name!r}: trained on {self.resolution_}^3 voxels of "
                              f"{self.voxel_size_mm_:g} mm but the test set has "
                              f"{test.resolution}^3 voxels of {test.voxel_size_mm:g} mm; use "
@@ -129,6 +132,13 @@ class Task(ABC):
 
     def _check_params(self) -> None:
         """Raise BenchError for a hyperparameter outside its allowed values."""
+
+    def _voxel_size_mm(self) -> float:
+        """``voxel_size_mm_``, which ``train`` sets before ``_train``."""
+        if self.voxel_size_mm_ is None:
+            raise BenchError(f"task {self.name!r} is not trained: call train(volumes, "
+                             f"voxel_size_mm, seed) first")
+        return self.voxel_size_mm_
 
     @abstractmethod
     def _train(self, volumes: np.ndarray, seed: int, device: torch.device) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -245,7 +245,8 @@ def _batch(defects: list[Defect], device: torch.device
     inputs = np.stack([np.stack([d.defective, d.region]) for d in defects]).astype(np.float32)
     target = np.stack([d.implant for d in defects])[:, None].astype(np.float32)
     region = inputs[:, 1:2]
-    return tuple(torch.from_numpy(a).to(device) for a in (inputs, target, region))
+    return (torch.from_numpy(inputs).to(device), torch.from_numpy(target).to(device),
+            torch.from_numpy(region).to(device))
 
 
 # ------------------------------------------------------------------------------ the task
@@ -260,6 +261,7 @@ class CompletionTask(Task):
                ValueSpec("completion-border-dice", True, ""),
                ValueSpec("completion-hd95-mm", False, "mm"))
     params: CompletionParams
+    model_: ShapeModelCompleter | UNetCompleter
 
     def _check_params(self) -> None:
         self.params = p = _from_config(self.params)
@@ -282,7 +284,7 @@ class CompletionTask(Task):
             self.model_ = ShapeModelCompleter(self.params.n_components,
                                               self.params.ridge).fit(volumes)
         else:
-            self.model_ = UNetCompleter(self.params).fit(volumes, self.voxel_size_mm_, seed,
+            self.model_ = UNetCompleter(self.params).fit(volumes, self._voxel_size_mm(), seed,
                                                          device)
 
     def _evaluate(self, test: SkullDataset, seed: int, device: torch.device
@@ -306,8 +308,9 @@ def _from_config(params: CompletionParams) -> CompletionParams:
         if unknown:
             raise BenchError(f"task 'completion': defect has no parameter {unknown}; allowed: "
                              f"{', '.join(sorted(allowed))}")
-        defect = DefectParams(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in defect.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in defect.items()}
+        defect = DefectParams(**values)
     elif not isinstance(defect, DefectParams):
         raise BenchError(f"task 'completion': defect must be DefectParams or a mapping, got "
                          f"{type(defect).__name__}")

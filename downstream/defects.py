@@ -159,10 +159,10 @@ def cut_defect(volume: np.ndarray, voxel_size_mm: float, kind: str, rng: np.rand
     resolution = volume.shape[0]
     axis = axis_centers_mm(resolution, resolution * voxel_size_mm).astype(np.float64)
     above_floor = axis[None, None, :] > vault_floor_mm(volume, voxel_size_mm, params)
-    vault_points = np.argwhere(volume & above_floor)
-    if len(vault_points) == 0:
+    vault_voxels = np.argwhere(volume & above_floor)
+    if len(vault_voxels) == 0:
         raise DefectError("defects: the skull has no bone above the vault floor")
-    vault_points = axis[vault_points]
+    vault_points = axis[vault_voxels]
     centre, normal = _defect_centre(vault_points, kind, rng)
     voxel_ml = voxel_size_mm ** 3 / 1000.0
     low, high = RADII_MM[kind]
@@ -244,7 +244,7 @@ def _spheres(centre: np.ndarray, normal: np.ndarray, radius: float, rng: np.rand
     for _ in range(count):
         tangent = rng.standard_normal(3)
         tangent -= (tangent @ normal) * normal
-        tangent /= max(np.linalg.norm(tangent), 1e-9)
+        tangent /= max(float(np.linalg.norm(tangent)), 1e-9)
         centres.append(centre + radius * tangent)
         radii.append(radius * rng.uniform(*params.secondary_scale))
     return np.array(centres), np.array(radii)
@@ -252,8 +252,8 @@ def _spheres(centre: np.ndarray, normal: np.ndarray, radius: float, rng: np.rand
 
 def _ball(radius_voxels: int) -> np.ndarray:
     span = np.arange(-radius_voxels, radius_voxels + 1)
-    grid = np.meshgrid(span, span, span, indexing="ij")
-    return sum(g * g for g in grid) <= radius_voxels * radius_voxels
+    x, y, z = np.meshgrid(span, span, span, indexing="ij")
+    return x * x + y * y + z * z <= radius_voxels * radius_voxels
 
 
 def _elastic_warp(mask: np.ndarray, voxel_size_mm: float, rng: np.random.Generator,

@@ -13,6 +13,8 @@ import numpy as np
 import open3d as o3d
 from scipy.spatial import cKDTree
 
+from bench.core.errors import BenchError
+
 ICP_STARTS = 2
 """Principal-axes initialisations (of 24) that get an ICP run."""
 PROBE_POINTS = 150
@@ -90,6 +92,8 @@ class IcpAligner:
             cost = self._mean_distance(probe, result)
             if cost < best_cost:
                 best, best_cost = result, cost
+        if best is None:
+            raise BenchError("ICP: no initialisation ends at a finite distance to the template")
         source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(posed))
         fine = self._icp(source, self._target, best, self.max_distance_mm, 40)
         a, b = fine[:3, :3], fine[:3, 3]

@@ -88,11 +88,11 @@ def implant_scores(reference: np.ndarray, prediction: np.ndarray, defective: np.
     if not union.any():
         return float("nan"), float("nan"), empty_penalty_mm(len(union), voxel_size_mm)
     margin = int(np.ceil(border_mm / voxel_size_mm)) + 2
-    crop = []
+    slices = []
     for axis in range(3):
         rows = np.flatnonzero(union.any(axis=tuple(a for a in range(3) if a != axis)))
-        crop.append(slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin))
-    crop = tuple(crop)
+        slices.append(slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin))
+    crop = tuple(slices)
     reference, prediction, defective = reference[crop], prediction[crop], defective[crop]
     band = border_band(reference, defective, voxel_size_mm, border_mm)
     hd95 = (hausdorff95_mm(reference, prediction, voxel_size_mm)

@@ -43,6 +43,8 @@ class PoseRegressor(nn.Module):
     training centroid, the prediction of a model that has learned nothing.
     """
 
+    mean_moments: torch.Tensor  # a buffer
+
     def __init__(self, width: int, mean_centroid_mm: np.ndarray,
                  mean_moments: np.ndarray) -> None:
         super().__init__()
@@ -50,9 +52,8 @@ class PoseRegressor(nn.Module):
         self.encoder = nn.Sequential(  # shared per point: Linear on (B, M, C)
             nn.Linear(3, width), nn.ReLU(), nn.Linear(width, 2 * width), nn.ReLU(),
             nn.Linear(2 * width, 4 * width))
-        self.head = nn.Sequential(nn.Linear(4 * width + 6, 2 * width), nn.ReLU(),
-                                  nn.Linear(2 * width, 9))
-        last = self.head[-1]
+        hidden, last = nn.Linear(4 * width + 6, 2 * width), nn.Linear(2 * width, 9)
+        self.head = nn.Sequential(hidden, nn.ReLU(), last)
         nn.init.zeros_(last.weight)
         with torch.no_grad():
             last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0,

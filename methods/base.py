@@ -32,6 +32,9 @@ class Params:
     """Hyperparameters of a method; subclasses add typed fields with defaults."""
 
 
+_Params = Params  # the class attribute Method.Params shadows the name inside Method
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """What every deep method of one run shares: backbone and training budget.
@@ -95,7 +98,7 @@ class Method(ABC):
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
 
-    def __init__(self, params: Params | None = None, **overrides: Any) -> None:
+    def __init__(self, params: _Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
         if not isinstance(base, self.Params):
             raise BenchError(f"method {self.name!r}: params must be {self.Params.__name__}, "
@@ -132,7 +135,7 @@ class Method(ABC):
         self._check_fitted()
         payload = {"format_version": SAVE_FORMAT_VERSION, "method": self.name,
                    "params": dataclasses.asdict(self.params),
-                   "data_shape": list(self.data_shape_), "state": self._state()}
+                   "data_shape": list(self._data_shape()), "state": self._state()}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
@@ -159,6 +162,13 @@ class Method(ABC):
         if not self.fitted_:
             raise BenchError(f"method {self.name!r} is not fitted: call fit(train, val, config, "
                              f"seed, device) or Method.load(path) first")
+
+    def _data_shape(self) -> tuple[int, ...]:
+        """``data_shape_``, which ``fit`` sets before ``_fit`` and ``load`` before ``_restore``."""
+        if self.data_shape_ is None:
+            raise BenchError(f"method {self.name!r} has no data shape: call fit(train, val, "
+                             f"config, seed, device) or Method.load(path) first")
+        return self.data_shape_
 
     @abstractmethod
     def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,

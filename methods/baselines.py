@@ -83,6 +83,7 @@ class Gaussian(Method):
 
     description = "maximum-likelihood multivariate Gaussian (the PCA + Gaussian shape model)"
     Params = GaussianParams
+    params: GaussianParams
 
     def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
              device: torch.device) -> FitReport:
@@ -127,7 +128,7 @@ class Gaussian(Method):
             return mean + z[:, :rank] @ factor.T + np.sqrt(self.ridge_variance_) * z[:, rank:]
 
         x = apply_in_row_blocks(transform, z, block_rows(z.shape[1:]))
-        return SampleResult(x.reshape(n, *self.data_shape_), nfe=0)
+        return SampleResult(x.reshape(n, *self._data_shape()), nfe=0)
 
     def _state(self) -> dict[str, Any]:
         return {"mean": self.mean_, "factor": self.factor_, "ridge_variance": self.ridge_variance_,
@@ -156,6 +157,7 @@ class TrainCopy(Method):
 
     description = "returns training subjects unchanged: the perfect memoriser"
     Params = TrainCopyParams
+    params: TrainCopyParams
 
     def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
              device: torch.device) -> FitReport:

@@ -135,11 +135,12 @@ class DDPM(Method):
 
     description = "denoising diffusion (DDPM, epsilon prediction), DDIM or ancestral sampler"
     Params = DDPMParams
+    params: DDPMParams
 
     def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
              device: torch.device) -> FitReport:
         scheduler = self._scheduler()
-        network = build_backbone(self.data_shape_, config.backbone, seed=seed)
+        network = build_backbone(self._data_shape(), config.backbone, seed=seed)
         result = train_network(network, _epsilon_loss(scheduler), train, config.train, seed,
                                device, self.name, checkpoint_dir=config.checkpoint_dir)
         self.network_ = result.ema.eval().requires_grad_(False)
@@ -155,12 +156,13 @@ class DDPM(Method):
             raise BenchError(f"method 'ddpm': steps must be at most {TRAIN_TIMESTEPS} (the "
                              f"training chain's length); got {steps}")
         timesteps = self.timesteps(steps)
-        x_T = standard_normal(n, self.data_shape_, seed, device)
-        rows = block_rows(self.data_shape_)
+        shape = self._data_shape()
+        x_T = standard_normal(n, shape, seed, device)
+        rows = block_rows(shape)
         blocks = []
         for start in range(0, n, rows):
             count = min(rows, n - start)
-            noise = (_RowNoise(seed, range(start, start + count), rows, self.data_shape_)
+            noise = (_RowNoise(seed, range(start, start + count), rows, shape)
                      if self.params.sampler == "ancestral" else None)
             x_0 = self.denoise(_pad_rows(x_T[start:start + count], rows), timesteps, noise)
             blocks.append(x_0[:count])
@@ -207,7 +209,7 @@ class DDPM(Method):
     def _restore(self, state: dict[str, Any], device: torch.device) -> None:
         self.backbone_ = BackboneConfig(**state["backbone"])
         # Any seed: the saved weights replace the initial ones at once.
-        network = build_backbone(self.data_shape_, self.backbone_, seed=0)
+        network = build_backbone(self._data_shape(), self.backbone_, seed=0)
         network.load_state_dict(state["network"])
         self.network_ = network.to(device).eval().requires_grad_(False)
 

@@ -173,6 +173,7 @@ class FailureRate(Metric):
                          {"headline", "robustness", "nfe", "gate", "floor"}),) + tuple(
         ValueSpec(f"failure-{reason}", False, "%") for reason in FAILURE_REASONS)
     Params = FailureCriteria
+    params: FailureCriteria
 
     def compute(self, reference: Any, generated: Any) -> dict[str, float]:
         return failure_report(reference.train_measures, generated.measures, self.params).rates()

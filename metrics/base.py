@@ -42,6 +42,9 @@ class Params:
     """Hyperparameters of a metric; subclasses add typed fields with defaults."""
 
 
+_Params = Params  # the class attribute Metric.Params shadows the name inside Metric
+
+
 class Metric(ABC):
     """Base class of metrics; register subclasses with ``@register_metric(name)``.
 
@@ -56,7 +59,7 @@ class Metric(ABC):
     outputs: ClassVar[tuple[ValueSpec, ...]] = ()
     Params: ClassVar[type[Params]] = Params
 
-    def __init__(self, params: Params | None = None, **overrides: Any) -> None:
+    def __init__(self, params: _Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
         if not isinstance(base, self.Params):
             raise BenchError(f"metric {self.name!r}: params must be {self.Params.__name__}, "

@@ -136,13 +136,13 @@ class DistanceMatrices:
 
     def __post_init__(self) -> None:
         _check_triplet("cd", self.cd_ref_gen, self.cd_ref_ref, self.cd_gen_gen)
-        emd = (self.emd_ref_gen, self.emd_ref_ref, self.emd_gen_gen)
-        if any(m is not None for m in emd):
-            if any(m is None for m in emd):
+        ref_gen, ref_ref, gen_gen = self.emd_ref_gen, self.emd_ref_ref, self.emd_gen_gen
+        if ref_gen is not None or ref_ref is not None or gen_gen is not None:
+            if ref_gen is None or ref_ref is None or gen_gen is None:
                 raise BenchError("distance matrices: give all three EMD matrices or none")
-            _check_triplet("emd", *emd)
-            if emd[0].shape != self.cd_ref_gen.shape:
-                raise BenchError(f"distance matrices: EMD cross matrix {emd[0].shape} and "
+            _check_triplet("emd", ref_gen, ref_ref, gen_gen)
+            if ref_gen.shape != self.cd_ref_gen.shape:
+                raise BenchError(f"distance matrices: EMD cross matrix {ref_gen.shape} and "
                                  f"Chamfer cross matrix {self.cd_ref_gen.shape} differ")
 
     @property
@@ -183,14 +183,14 @@ def compute_distance_matrices(reference: PointSets, generated: PointSets, *, emd
     groups = [reference.indices, generated.indices[keep]]
     cd = _scatter(_chamfer_all(groups, reference.voxel_size_mm, workers, block_bytes),
                   len(reference), len(generated), keep)
-    emd_matrices: tuple[np.ndarray | None, ...] = (None, None, None)
-    if emd:
-        sub = [_points_subsample(reference, emd_points), _points_subsample(generated, emd_points)]
-        points = np.concatenate([sub[0], sub[1][keep]])
-        emd_matrices = _scatter(_emd_all(points, emd_max_pairs, workers),
-                                len(reference), len(generated), keep)
+    if not emd:
+        return DistanceMatrices(*cd, n_points=reference.n_points)
+    sub = [_points_subsample(reference, emd_points), _points_subsample(generated, emd_points)]
+    points = np.concatenate([sub[0], sub[1][keep]])
+    emd_matrices = _scatter(_emd_all(points, emd_max_pairs, workers),
+                            len(reference), len(generated), keep)
     return DistanceMatrices(*cd, *emd_matrices, n_points=reference.n_points,
-                            emd_points=emd_points if emd else None)
+                            emd_points=emd_points)
 
 
 def _chamfer_all(groups: list[np.ndarray], voxel_size: float, workers: int,
@@ -386,6 +386,8 @@ def _emd_worker_init(points: np.ndarray) -> None:
 
 
 def _emd_chunk(pairs: list[tuple[int, int]]) -> np.ndarray:
+    if _WORKER_POINTS is None:
+        raise BenchError("EMD worker: no points; _emd_worker_init must run first")
     return _emd_pairs(_WORKER_POINTS, pairs)
 
 

@@ -151,14 +151,17 @@ class PointFlowEMD(Metric):
     outputs = (ValueSpec("MMD-EMD", False, "mm"), ValueSpec("COV-EMD", True, "%"),
                ValueSpec("1-NNA-EMD", False, "%"))
     Params = EMDParams
+    params: EMDParams
 
     def compute(self, reference: Any, generated: Any) -> dict[str, float]:
         matrices = compute_distance_matrices(reference.points, generated.points, emd=True,
                                              emd_points=self.params.points,
                                              emd_max_pairs=self.params.max_pairs,
                                              workers=reference.threads)
-        return pointflow_scores("EMD", matrices.emd_ref_gen, matrices.emd_ref_ref,
-                                matrices.emd_gen_gen)
+        cross, ref_ref, gen_gen = matrices.emd_ref_gen, matrices.emd_ref_ref, matrices.emd_gen_gen
+        if cross is None or ref_ref is None or gen_gen is None:
+            raise BenchError(f"metric {self.name!r}: the EMD matrices were not computed")
+        return pointflow_scores("EMD", cross, ref_ref, gen_gen)
 
 
 def _matrix(values: np.ndarray, name: str,

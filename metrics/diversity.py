@@ -191,6 +191,7 @@ class MSSSIMDiversity(Metric):
     inputs = ("volumes",)
     outputs = (ValueSpec("MS-SSIM-diversity", True, ""),)
     Params = DiversityParams
+    params: DiversityParams
 
     def compute(self, reference: Any, generated: Any) -> dict[str, float]:
         return {"MS-SSIM-diversity": ms_ssim_diversity(generated.volumes, self.params.pairs,

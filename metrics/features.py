@@ -171,6 +171,7 @@ class FeatureDistribution(Metric):
     group = "distribution"
     inputs = ("features",)
     Params = PRDCParams
+    params: PRDCParams
 
     @classmethod
     def specs(cls, features: str, tags: frozenset[str] = frozenset()) -> tuple[ValueSpec, ...]:

@@ -17,7 +17,7 @@ features are float64 (N, d).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import numpy as np
 
@@ -191,7 +191,8 @@ class GeneratedSet(_InputSet):
     @functools.cached_property
     def empty(self) -> np.ndarray:
         """bool (M,): samples without any bone."""
-        return ~self.volumes.reshape(len(self.volumes), -1).any(axis=1)
+        # Reducing one axis of a 2-D array gives an array; numpy's stubs also allow a scalar.
+        return cast(np.ndarray, ~self.volumes.reshape(len(self.volumes), -1).any(axis=1))
 
     @functools.cached_property
     def points(self) -> PointSets:

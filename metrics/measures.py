@@ -57,6 +57,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 from bench.core.errors import BenchError
@@ -188,7 +189,7 @@ def cranial_extents(volume: np.ndarray, voxel_size_mm: float,
     return length, width, height
 
 
-def _extent(occupied: np.ndarray, size: float) -> float:
+def _extent(occupied: npt.ArrayLike, size: float) -> float:
     """(last - first + 1) * size over the True entries of a 1-D mask; NaN if none."""
     hits = np.flatnonzero(occupied)
     return float((hits[-1] - hits[0] + 1) * size) if len(hits) else np.nan

@@ -23,11 +23,12 @@ import importlib
 import inspect
 import re
 from importlib.metadata import entry_points
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar, cast
 
 from bench.core.errors import BenchError
 
 C = TypeVar("C", bound=type)
+K = TypeVar("K", bound=type)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Registered names: letters, digits, '.', '_' and '-' (lists of names are comma-separated)."""
 
@@ -55,12 +56,12 @@ class Registry(Generic[C]):
         self.params_base, self.check = params_base, check
         self.classes: dict[str, C] = {}
 
-    def decorator(self, name: str) -> Callable[[C], C]:
+    def decorator(self, name: str) -> Callable[[K], K]:
         """A class decorator registering the class under ``name`` (see :meth:`register`)."""
         self.check_name(name)
         return lambda cls: self.register(name, cls)
 
-    def register(self, name: str, cls: C) -> C:
+    def register(self, name: str, cls: K) -> K:
         """Register ``cls`` as ``name``, set ``cls.name``, and return it.
 
         Raises:
@@ -78,8 +79,9 @@ class Registry(Generic[C]):
         if aliases:
             raise BenchError(f"register {self.kind} {name!r}: {cls.__qualname__} is already "
                              f"registered as {aliases[0]!r}; one class has one name")
-        cls.name = name
-        self.classes[name] = cls
+        setattr(cls, "name", name)
+        # C is the type of self.base's subclasses; _check_class has checked that cls is one.
+        self.classes[name] = cast(C, cls)
         return cls
 
     def check_name(self, name: object) -> None:

@@ -277,7 +277,7 @@ class _Loop:
             checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
         loop = cls(network, data, config, seed, device, name, group, checkpoint)
         if checkpoint is not None and checkpoint.is_file():
-            loop.restore(_read_checkpoint(checkpoint))
+            loop.restore(checkpoint, _read_checkpoint(checkpoint))
         if group.size > 1:
             # DDP broadcasts rank 0's weights; the EMA starts from (or keeps) the same.
             loop.model = DistributedDataParallel(
@@ -289,9 +289,9 @@ class _Loop:
     def run(self, loss_fn: LossFn, sync_every: int) -> None:
         """Train from ``self.step`` to ``config.steps``."""
         config, generator = self.config, self.generator
-        params = [p for p in self.network.parameters() if p.requires_grad]
-        ema_params = [p for p, q in zip(self.ema.parameters(), self.network.parameters())
-                      if q.requires_grad]
+        params: list[torch.Tensor] = [p for p in self.network.parameters() if p.requires_grad]
+        ema_params: list[torch.Tensor] = [
+            p for p, q in zip(self.ema.parameters(), self.network.parameters()) if q.requires_grad]
         buffers, ema_buffers = list(self.network.buffers()), list(self.ema.buffers())
         max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
         lazy_clip = self.device.type == "cpu"
@@ -353,6 +353,8 @@ class _Loop:
 
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0 only; every rank must call this)."""
+        if self.checkpoint is None:
+            raise BenchError(f"method {self.name!r}: training has no checkpoint to write")
         generators = gather_rows(self.generator.get_state(), self.group, self.device)
         if not self.group.is_main:
             return
@@ -365,9 +367,9 @@ class _Loop:
         with atomic_path(self.checkpoint) as tmp:
             torch.save(payload, tmp)
 
-    def restore(self, payload: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by :meth:`save` with the same fingerprint."""
-        _check_fingerprint(self.checkpoint, payload, self.fingerprint)
+    def restore(self, path: Path, payload: dict[str, Any]) -> None:
+        """Continue from the checkpoint that :meth:`save` wrote to ``path`` (same fingerprint)."""
+        _check_fingerprint(path, payload, self.fingerprint)
         self.network.load_state_dict(payload["network"])
         self.ema.load_state_dict(payload["ema"])
         self.optimiser.load_state_dict(payload["optimiser"])

@@ -10,6 +10,7 @@ score: it raises, or the value is NaN.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -58,13 +59,14 @@ class ValueSpec:
             time (``"class-freq-*-pca"`` for each rare class of the dataset).
         higher_is_better: direction, for ranking and arrows in tables.
         unit: ``"mm^2"``, ``"%"``, ``""`` (dimensionless), ...
-        tags: what the reports do with it, a subset of :data:`TAGS`.
+        tags: what the reports do with it, a subset of :data:`TAGS` (any set, kept as a
+            frozenset).
     """
 
     name: str
     higher_is_better: bool
     unit: str
-    tags: frozenset[str] = field(default_factory=frozenset)
+    tags: Set[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", frozenset(self.tags))

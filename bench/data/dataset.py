@@ -135,7 +135,8 @@ class SkullDataset:
             arrays[f"landmark:{key}"] = np.asarray(points, dtype=np.float64)
         with atomic_path(folder / DATA_FILE) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+                # Plain arrays only: load reads the file with allow_pickle=False.
+                np.savez_compressed(handle, allow_pickle=False, **arrays)
         manifest = dict(self.manifest)
         manifest.update(
             name=self.name,

@@ -142,10 +142,19 @@ class PCARepresentation(Representation):
     def _set_state(self, state: State) -> None:
         self.resolution_ = int(state["resolution"])
         self.n_samples_ = int(state["n_samples"])
-        self.mean_ = state["mean"]
-        self.components_ = state["components"]
-        self.explained_variance_ = state["explained_variance"]
-        self.explained_variance_ratio_ = state["explained_variance_ratio"]
+        self.mean_ = _tensor_state(state, "mean")
+        self.components_ = _tensor_state(state, "components")
+        self.explained_variance_ = _tensor_state(state, "explained_variance")
+        self.explained_variance_ratio_ = _tensor_state(state, "explained_variance_ratio")
+
+
+def _tensor_state(state: State, key: str) -> torch.Tensor:
+    """``state[key]``, which a saved pca representation holds as a tensor."""
+    value = state[key]
+    if not isinstance(value, torch.Tensor):
+        raise BenchError(f"representation 'pca': the saved {key!r} is a {type(value).__name__}, "
+                         f"not a tensor; fit and save the representation again")
+    return value
 
 
 def _gram_and_mean(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import dataclasses
 import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -99,7 +99,8 @@ class FlowMatchingMethod(Method):
         backbone_: its configuration, kept for save/load.
     """
 
-    Params = CFMParams
+    Params: ClassVar[type[FlowParams]] = CFMParams
+    params: FlowParams
 
     @abstractmethod
     def coupling(self) -> Coupling:
@@ -107,13 +108,16 @@ class FlowMatchingMethod(Method):
 
     def path(self) -> GaussianPath:
         """The conditional probability path between pairs."""
+        if not isinstance(self.params, CFMParams):
+            raise BenchError(f"method {self.name!r}: the constant-noise path needs the sigma_min "
+                             f"of CFMParams; override path() for {type(self.params).__name__}")
         return ConstantNoisePath(self.params.sigma_min)
 
     def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
              device: torch.device) -> FitReport:
         start = time.perf_counter()
         loss = FlowMatchingLoss(self.path(), self.coupling())
-        network = build_backbone(self.data_shape_, config.backbone, seed=seed)
+        network = build_backbone(self._data_shape(), config.backbone, seed=seed)
         result = train_network(network, loss, train, config.train, seed, device, self.name,
                                checkpoint_dir=config.checkpoint_dir)
         self.network_, self.backbone_ = result.ema, config.backbone
@@ -123,7 +127,7 @@ class FlowMatchingMethod(Method):
                          extra={**loss.stats.summary(), "resumed_from": result.resumed_from})
 
     def _sample(self, n: int, steps: int, seed: int, device: torch.device) -> SampleResult:
-        x_0 = standard_normal(n, self.data_shape_, seed, device)
+        x_0 = standard_normal(n, self._data_shape(), seed, device)
         x_1, nfe = self.transport(x_0, steps, self.params.solver, device)
         return SampleResult(x_1, nfe)
 
@@ -160,7 +164,7 @@ class FlowMatchingMethod(Method):
     def _restore(self, state: dict[str, Any], device: torch.device) -> None:
         self.backbone_ = BackboneConfig(**state["backbone"])
         # Any seed: the saved weights replace the initial ones at once.
-        network = build_backbone(self.data_shape_, self.backbone_, seed=0)
+        network = build_backbone(self._data_shape(), self.backbone_, seed=0)
         network.load_state_dict(state["network"])
         self.network_ = network.to(device).requires_grad_(False)
 
@@ -191,6 +195,7 @@ class SBFlowMatching(FlowMatchingMethod):
 
     description = "Schroedinger-bridge flow matching: entropic OT coupling, Brownian bridge"
     Params = SBCFMParams
+    params: SBCFMParams
 
     def coupling(self) -> Coupling:
         return SinkhornCoupling(relative_reg=self.params.entropic_reg)

@@ -63,6 +63,7 @@ class Reflow(FlowMatchingMethod):
 
     description = "2-rectified flow: cfm, then reflow on its own noise-sample pairs"
     Params = ReflowParams
+    params: ReflowParams
 
     def coupling(self) -> Coupling:
         return IndependentCoupling()
@@ -105,7 +106,7 @@ class Reflow(FlowMatchingMethod):
         """
         stream = np.random.SeedSequence([seed % 2**63, REFLOW_NOISE_STREAM])
         generator = torch.Generator().manual_seed(int(stream.generate_state(1, np.uint64)[0]))
-        z_0 = torch.randn((self.params.reflow_pairs, *self.data_shape_), generator=generator)
+        z_0 = torch.randn((self.params.reflow_pairs, *self._data_shape()), generator=generator)
         z_1, nfe = first.transport(z_0, self.params.reflow_steps, "euler", device)
         return torch.stack([z_0.to(device), z_1], dim=1), nfe
 

@@ -172,6 +172,15 @@ def _subject_id(file: Path, file_format: str) -> str | None:
     return None
 
 
+def _listed_subject_id(file: Path, file_format: str) -> str:
+    """The subject id of a file that :func:`_list_files` kept."""
+    subject_id = _subject_id(file, file_format)
+    if subject_id is None:
+        raise BenchError(f"{file}: not a {file_format} file "
+                         f"({', '.join(EXTENSIONS[file_format])})")
+    return subject_id
+
+
 def _list_files(path: Path, file_format: str) -> list[Path]:
     """The scans to import, sorted by name."""
     if not path.exists():
@@ -205,7 +214,7 @@ def _shared_ids(files: list[Path], file_format: str) -> dict[Path, str]:
     """Files whose subject id another file also has, with the reason."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for file in files:
-        groups[_subject_id(file, file_format)].append(file)
+        groups[_listed_subject_id(file, file_format)].append(file)
     return {file: f"duplicate subject id {subject!r} (also "
                   f"{', '.join(o.name for o in group if o != file)}); rename or remove one"
             for subject, group in groups.items() if len(group) > 1 for file in group}
@@ -213,7 +222,7 @@ def _shared_ids(files: list[Path], file_format: str) -> dict[Path, str]:
 
 def _import_file(file: Path, file_format: str, options: Options,
                  landmark_table: dict[str, dict[str, np.ndarray]]) -> _Subject:
-    subject_id = _subject_id(file, file_format)
+    subject_id = _listed_subject_id(file, file_format)
     points = landmark_table.get(subject_id, {})
     missing = [k for k in FRANKFORT_LANDMARKS if k not in points]
     if options.align == "landmarks" and missing:
@@ -242,7 +251,8 @@ def _build_dataset(name: str, subjects: list[_Subject], label_table: dict[str, s
                    landmark_table: dict[str, dict[str, np.ndarray]], split_seed: int,
                    manifest: dict[str, Any]) -> SkullDataset:
     ids = [s.subject_id for s in subjects]
-    labels, class_names = None, ()
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
     if label_table is not None:
         class_names = tuple(sorted(set(label_table.values())))
         labels = np.array([class_names.index(label_table[i]) if i in label_table else -1

@@ -19,6 +19,7 @@ import nibabel
 import nrrd
 import numpy as np
 import trimesh
+from nibabel.spatialimages import SpatialImage
 
 from bench.data.grid import FIELD_OF_VIEW_MM, voxel_size_mm
 from bench.data.importing.meshfill import fill_mesh
@@ -113,6 +114,8 @@ def _nrrd_affine(header: dict) -> np.ndarray:
 def _read_nifti(file: Path, options: Options) -> Scan:
     try:
         image = nibabel.load(str(file))
+        if not isinstance(image, SpatialImage):
+            raise BadFile(f"cannot read it as NIfTI (nibabel reads a {type(image).__name__})")
         shape = _shape_3d(image.shape)
         _positive_spacing(image.header.get_zooms()[:3])
         mask, info = _binarise(_scaled_slabs(image.dataobj, shape), options.threshold_hu)
@@ -178,7 +181,8 @@ def _read_mesh(file: Path, options: Options, file_format: str) -> Scan:
                       f"{FIELD_OF_VIEW_MM:g} mm field of view can hold in any pose; are its "
                       f"units millimetres?")
     pitch = options.voxel_mm / MESH_SUPERSAMPLING
-    shape = tuple(int(n) for n in np.maximum(np.ceil((high - low) / pitch), 1))
+    nx, ny, nz = (int(n) for n in np.maximum(np.ceil((high - low) / pitch), 1))
+    shape = (nx, ny, nz)
     affine = make_affine(np.eye(3) * pitch, low + pitch / 2)
     mask = fill_mesh(np.asarray(mesh.triangles, dtype=np.float64), affine, shape)
     if not mask.any():

@@ -23,7 +23,7 @@ def read_landmarks(path: Path) -> dict[str, dict[str, np.ndarray]]:
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
         raise BenchError(f"landmarks file {path}: expected {{subject id: {{landmark: "
                          f"[x, y, z]}}}}")
-    result = {}
+    result: dict[str, dict[str, np.ndarray]] = {}
     for subject, points in table.items():
         result[subject] = {}
         for key, xyz in points.items():

@@ -13,6 +13,7 @@ below are its single source.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -109,7 +110,7 @@ def build_skull(params: SkullParameters, template: VaultTemplate) -> Skull:
     cavity = replace(vault, cavity=True, clip=clip)
     cranium = [Stroke(vault)] + face_bone + [Stroke(cavity, add=False)]
     cranium += [Stroke(s, add=False) for s in _face_openings(face, params)]
-    cranium += _teeth(face, UPPER_CROWN_Z, 1.0, 0.0)
+    cranium += [Stroke(tooth) for tooth in _teeth(face, UPPER_CROWN_Z, 1.0, 0.0)]
     return Skull(cranium=cranium, mandible=_mandible(face), parameters=params)
 
 
@@ -198,7 +199,7 @@ class _FaceFrame:
                   yaw_deg: float = 0.0) -> Ellipsoid:
         return Ellipsoid(self.point(*centre), self.radii(*radii), _yaw(yaw_deg))
 
-    def sweep(self, points: list[tuple[float, float, float]], half_width: list[float],
+    def sweep(self, points: Sequence[tuple[float, float, float]], half_width: list[float],
               half_height: list[float], up: tuple[float, float, float] = (0, 0, 1)) -> Sweep:
         """A sweep through face-coordinate points (sections scale with size only)."""
         return Sweep(np.array([self.point(*q) for q in points]),
@@ -271,7 +272,8 @@ _TOOTH_HALF = ((3.0, 5.0), (3.2, 5.0), (4.0, 5.5), (4.0, 4.5), (4.0, 4.5), (5.0,
                (5.0, 4.0), (4.8, 4.0))
 
 
-def _teeth(face: _FaceFrame, crown_z: float, arch_scale: float, shift_y: float) -> list[Stroke]:
+def _teeth(face: _FaceFrame, crown_z: float, arch_scale: float,
+           shift_y: float) -> list[Ellipsoid]:
     """One jaw's 16 teeth as ellipsoids along the dental arch.
 
     Args:
@@ -282,16 +284,16 @@ def _teeth(face: _FaceFrame, crown_z: float, arch_scale: float, shift_y: float) 
     arch = np.array(_ARCH) * [arch_scale, 1.0] + [0.0, shift_y]
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(arch, axis=0), axis=1))])
     centres = np.cumsum(_TOOTH_WIDTHS) - np.array(_TOOTH_WIDTHS) / 2
-    strokes = []
+    teeth = []
     for centre, width, (half_across, half_height) in zip(centres, _TOOTH_WIDTHS, _TOOTH_HALF):
         x, y = np.interp(centre, arc, arch[:, 0]), np.interp(centre, arc, arch[:, 1])
         dx, dy = np.gradient(arch, axis=0)[min(np.searchsorted(arc, centre), len(arc) - 1)]
         yaw = np.degrees(np.arctan2(dx, -dy))
         for side in (1, -1):
-            strokes.append(Stroke(face.ellipsoid((x * side, y, crown_z),
-                                                 (half_across, width / 2 - 0.3, half_height),
-                                                 yaw_deg=90 - yaw if side > 0 else yaw - 90)))
-    return strokes
+            teeth.append(face.ellipsoid((x * side, y, crown_z),
+                                        (half_across, width / 2 - 0.3, half_height),
+                                        yaw_deg=90 - yaw if side > 0 else yaw - 90))
+    return teeth
 
 
 def _mandible(face: _FaceFrame) -> list[Stroke]:
@@ -322,7 +324,7 @@ def _mandible(face: _FaceFrame) -> list[Stroke]:
                             np.array([0.0, 1.0, 0.0])))
         shapes.append(Ellipsoid(face.absolute(51 * side, 8, -16), np.array([9, 5, 6.0]),
                                 np.eye(3)))
-    teeth = [s.shape for s in _teeth(face, LOWER_CROWN_Z, 0.94, -2.0)]
+    teeth = _teeth(face, LOWER_CROWN_Z, 0.94, -2.0)
     pivot = face.point(0, -30, OCCLUSAL_Z)
     return [Stroke(_scaled(s, pivot, p.mandible_size)) for s in shapes + teeth]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from bench.data.grid import axis_centers_mm
 
 
@@ -32,11 +33,11 @@ class Ellipsoid:
         # Python floats keep float32 grids in float32 (NumPy's scalar promotion).
         cx, cy, cz = (float(c) for c in self.centre)
         dx, dy, dz = x - cx, y - cy, z - cz
-        total = 0.0
+        squares = []
         for axis in range(3):
             r0, r1, r2 = (float(r) / float(self.radii[axis]) for r in self.rotation[:, axis])
-            total = total + (dx * r0 + dy * r1 + dz * r2) ** 2
-        return total <= 1.0
+            squares.append((dx * r0 + dy * r1 + dz * r2) ** 2)
+        return squares[0] + squares[1] + squares[2] <= 1.0
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         half = np.sqrt(((self.rotation * self.radii) ** 2).sum(axis=1))
@@ -104,7 +105,7 @@ class Bump:
     ``width`` is about the bump's angular radius in radians.
     """
 
-    direction: np.ndarray
+    direction: npt.ArrayLike
     width: float
     amplitude: float
 
@@ -137,6 +138,8 @@ class VaultShell:
     thickness_bumps: tuple[Bump, ...] = ()
     cavity: bool = False
     clip: tuple[np.ndarray, np.ndarray] | None = None
+    _inner: np.ndarray = field(init=False, repr=False, compare=False)
+    _thickness: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Bumps depend on direction only: apply them once to the tables rather
@@ -146,8 +149,10 @@ class VaultShell:
         azimuth = -np.pi + (np.arange(cols) + 0.5) * 2 * np.pi / cols
         polar, azimuth = np.meshgrid(polar, azimuth, indexing="ij")
         dx, dy, dz = np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)
-        inner = self.radius_table * (1.0 + sum(b(dx, dy, dz) for b in self.shape_bumps))
-        thickness = self.thickness_mm * (1.0 + sum(b(dx, dy, dz) for b in self.thickness_bumps))
+        zero = np.zeros_like(dx)
+        inner = self.radius_table * (1.0 + sum((b(dx, dy, dz) for b in self.shape_bumps), zero))
+        thickness = self.thickness_mm * (1.0 + sum((b(dx, dy, dz) for b in self.thickness_bumps),
+                                                   zero))
         object.__setattr__(self, "_inner", inner.astype(np.float32))
         object.__setattr__(self, "_thickness", thickness.astype(np.float32))
 
