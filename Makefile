@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # on a shared 2-core machine; passive waiting costs nothing when the machine is idle.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo run leaderboard test lint bench clean
+.PHONY: install demo run leaderboard audit test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,16 @@ run: install
 # Regenerates the committed reference leaderboard of the quick preset (reuses finished cells).
 leaderboard: run
 	$(BIN)/bench report runs/quick --out leaderboards/quick
+
+# The committed metric audits: of the quick configuration (leaderboards/audit) and of the ci
+# one (leaderboards/audit/ci, which picks the gate's metrics). Scored sets are reused.
+AUDIT_FILES := audit.csv sensitivity.csv sensitivity.md heatmap.png index.html corruptions.json
+audit: install
+	$(BIN)/bench audit --config quick --seeds 3 --out runs/audit-quick --quiet
+	$(BIN)/bench audit --config ci --seeds 3 --out runs/audit-ci --quiet
+	mkdir -p leaderboards/audit/ci
+	for f in $(AUDIT_FILES); do cp runs/audit-quick/$$f leaderboards/audit/; \
+		cp runs/audit-ci/$$f leaderboards/audit/ci/; done
 
 # Lint, types and layer contracts (setup.cfg), the tests, then the sample-quality gate
 # (the ci preset against leaderboards/ci-baseline.json).

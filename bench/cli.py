@@ -9,6 +9,7 @@
     bench report RUN_DIR [--format md,csv,tex,html] [--out DIR]
     bench sample CHECKPOINT -n N --steps S --out DIR --format nifti|nrrd|stl [--seed 0]
     bench check [--update-baseline]
+    bench audit [--config ci|quick|FILE] [--seeds 3] [--out DIR]
     bench --plugin MODULE ...   (repeatable: import MODULE first, registering what it defines)
 
 User mistakes raise :class:`bench.core.errors.BenchError`; ``main`` prints its
@@ -30,6 +31,7 @@ from pathlib import Path
 import downstream  # noqa: F401  (registers the built-in tasks)
 import methods  # noqa: F401  (registers the built-in methods)
 import metrics  # noqa: F401  (registers the built-in metrics)
+from bench.audit import run_audit
 from bench.check import run_gate
 from bench.config import PRESETS, load_config
 from bench.core.errors import BenchError
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(commands)
     _add_sample(commands)
     _add_check(commands)
+    _add_audit(commands)
     return parser
 
 
@@ -345,6 +348,29 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
 def _run_check(args: argparse.Namespace) -> None:
     for line in run_gate(args.baseline, args.out, args.overrides, args.update_baseline):
         print(line)
+
+
+def _add_audit(commands: argparse._SubParsersAction) -> None:
+    audit = commands.add_parser(
+        "audit", help="score every metric on the oracle under corruptions of known severity")
+    audit.add_argument("--config", default="ci",
+                       help="preset (ci, quick, paper64) or YAML file; default ci")
+    audit.add_argument("--seeds", type=int, default=3, help="seeds per corruption and severity")
+    audit.add_argument("--out", type=Path, default=None, help="default runs/audit-PRESET")
+    audit.add_argument("--jobs", type=int, default=None, help="sets scored at once")
+    audit.add_argument("--set", action="append", default=[], dest="overrides",
+                       metavar="KEY=VALUE", help="override a config value")
+    audit.add_argument("--quiet", action="store_true", help="no line per scored set")
+    audit.set_defaults(handler=_run_audit)
+
+
+def _run_audit(args: argparse.Namespace) -> None:
+    overrides = list(args.overrides) + ([f"jobs={args.jobs}"] if args.jobs else [])
+    config = load_config(args.config, overrides)
+    out = args.out or Path("runs") / f"audit-{Path(args.config).stem}"
+    rows = run_audit(config, out, args.seeds, quiet=args.quiet)
+    print(f"scored {rows.groupby(['corruption', 'severity', 'seed']).ngroups} sets; "
+          f"{out / 'sensitivity.md'}, {out / 'index.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:

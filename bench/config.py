@@ -124,6 +124,9 @@ class DownstreamSettings:
 class RunConfig:
     """Everything that determines a run.
 
+    ``references`` are the reference generators scored beside the methods at
+    every seed (the ceilings ``oracle`` and ``oracle-rep``, the ``gaussian``
+    floor; any of ``bench list``'s references), never ranked.
     ``threads`` is the number of torch, BLAS and OpenMP threads of each cell
     (fixed, not the machine's core count, because results depend on it at the
     level of rounding); ``jobs`` the number of cells run at once, each in its
@@ -133,6 +136,7 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     representation: RepresentationConfig = field(default_factory=RepresentationConfig)
     methods: tuple[str, ...] = ("otfm", "ddpm")
+    references: tuple[str, ...] = ("oracle", "oracle-rep", "gaussian")
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int = 5
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

@@ -13,7 +13,9 @@ trust a leaderboard it appears in.
 
 What is checked:
 
-- methods: ``sample`` and ``save`` before ``fit`` refused; too little data
+- methods (references, which learn nothing, get the first of these checks and
+  a check of their samples' shape and determinism): ``sample`` and ``save``
+  before ``fit`` refused; too little data
   refused; ``fit`` returns a FitReport naming the method and seed, leaves the
   method fitted and its hyperparameters unchanged; samples of the data's shape,
   finite float32, an integer NFE; the same seed gives bitwise the same fit;
@@ -220,6 +222,37 @@ METHOD_CHECKS: tuple[Check, ...] = (
     check_method_determinism, check_method_sample_index, check_method_save_load)
 
 
+class ChecksTruth:
+    """The ground truth the checks give reference generators: random 4^3 volumes, encoded
+    by flattening."""
+
+    def subjects(self, n: int, seed: int) -> np.ndarray:
+        return np.stack([np.random.default_rng([seed, i]).random((4, 4, 4)) < 0.5
+                         for i in range(n)])
+
+    def encode(self, volumes: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(volumes.reshape(len(volumes), -1).astype(np.float32))
+
+
+def check_reference_samples(method: Method) -> None:
+    """A reference: fitted on latents with the checks' ground truth, it samples n finite
+    rows, the same for the same seed, and sample i depends only on (seed, i)."""
+    fresh = type(method)(method.params)
+    fresh.fit(latent_training_data(), None, dataclasses.replace(FIT_CONFIG, truth=ChecksTruth()),
+              seed=SEED)
+    five = fresh.sample(5, 3, seed=1).samples
+    _require(len(five) == 5 and bool(torch.isfinite(five.float()).all()),
+             f"{method.name}: a reference must give n finite samples")
+    _require(torch.equal(fresh.sample(5, 3, seed=1).samples, five)
+             and torch.equal(fresh.sample(2, 3, seed=1).samples, five[:2]),
+             f"{method.name}: sample i must depend only on (seed, i)")
+
+
+REFERENCE_CHECKS: tuple[Check, ...] = (check_method_refuses_before_fit, check_reference_samples)
+"""References learn nothing worth checking bitwise and may not save (the oracles sample
+the run's ground truth): their contract is smaller."""
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def _scores(metric: Metric, reference: ReferenceSet, volumes: np.ndarray) -> dict[str, float]:
@@ -369,6 +402,8 @@ REPRESENTATION_CHECKS: tuple[Check, ...] = (
 
 def checks_for(item: object) -> tuple[Check, ...]:
     """The checks of ``item``'s kind (a method, metric, task or representation instance)."""
+    if isinstance(item, Method) and item.reference:
+        return REFERENCE_CHECKS
     for kind, checks in ((Method, METHOD_CHECKS), (Metric, METRIC_CHECKS),
                          (Task, TASK_CHECKS), (Representation, REPRESENTATION_CHECKS)):
         if isinstance(item, kind):
@@ -377,11 +412,11 @@ def checks_for(item: object) -> tuple[Check, ...]:
                      f"task or representation")
 
 
-def _checker(kind: type, checks: tuple[Check, ...]) -> Callable[[Any], None]:
+def _checker(kind: type) -> Callable[[Any], None]:
     def check(item: Any) -> None:
         if not isinstance(item, kind):
             raise BenchError(f"{item!r} is not a {kind.__name__} instance")
-        for one in checks:
+        for one in checks_for(item):
             one(item)
 
     check.__doc__ = (f"Run every check of a {kind.__name__}; raise ContractError on the first "
@@ -389,10 +424,10 @@ def _checker(kind: type, checks: tuple[Check, ...]) -> Callable[[Any], None]:
     return check
 
 
-check_method = _checker(Method, METHOD_CHECKS)
-check_metric = _checker(Metric, METRIC_CHECKS)
-check_task = _checker(Task, TASK_CHECKS)
-check_representation = _checker(Representation, REPRESENTATION_CHECKS)
+check_method = _checker(Method)
+check_metric = _checker(Metric)
+check_task = _checker(Task)
+check_representation = _checker(Representation)
 
 
 def parametrize_with_checks(items: Iterable[object]) -> Any:

@@ -29,12 +29,15 @@ from bench.core.io import atomic_path
 from bench.core.values import GROUPS
 from bench.report_html import write_html
 from bench.store import PLAN_FILE, RESULT_COLUMNS, TIMINGS_FILE, RunFolder, write_table
-from bench.tables import leaderboard, numeric_table, render_table, text_table
+from bench.tables import gap_closed, leaderboard, numeric_table, render_table, text_table
 from bench.verdict import verdict
 from metrics.robustness import robustness_values, step_robustness
 
 FORMATS = ("md", "csv", "tex", "html")
 HEADLINE = "headline"
+# The floor and the ceiling whose gap the headline places each method in.
+FLOOR, CEILING = "gaussian", "oracle-rep"
+GAP_SECTION = "gap"
 
 
 class Catalogue:
@@ -111,20 +114,21 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
     catalogue = Catalogue(run.catalogue())
     everything = with_robustness(rows, steps, catalogue)
     methods, ranked = columns(run, everything)
-    sections = [("headline", headline_rows(everything, catalogue))]
-    sections += [(group, everything[everything["group"] == group]) for group in GROUPS]
-    written, tables = [], []
-    for name, selected in sections:
-        if selected.empty:
-            continue
-        table = leaderboard(selected, steps, ranked)
-        tables.append((name, table))
-        for style in formats:
-            written.append(_write_format(out_dir / f"{name}.{style}", table, methods, style,
-                                         ranked=name != "headline"))
+    headline = headline_rows(everything, catalogue)
+    gaps = gap_closed(headline, steps, ranked, FLOOR, CEILING)
+    tables = [("headline", leaderboard(headline, steps, ranked))] if len(headline) else []
+    if len(gaps):
+        tables.append((GAP_SECTION, gaps))
+    tables += [(group, leaderboard(everything[everything["group"] == group], steps, ranked))
+               for group in GROUPS if (everything["group"] == group).any()]
+    written = [_write_format(out_dir / f"{name}.{style}", table,
+                             ranked if name == GAP_SECTION else methods, style,
+                             ranked=name not in ("headline", GAP_SECTION))
+               for name, table in tables for style in formats]
     written.append(_write_timings(run, out_dir))
     if "html" in formats:
-        text = verdict(tables[0][1], everything, ranked, steps) if tables else ""
+        text = (verdict(tables[0][1], everything, ranked, steps, gaps, FLOOR, CEILING)
+                if headline.size else "")
         written.append(write_html(run, out_dir, everything, tables, methods, ranked, text,
                                   steps, catalogue.tagged("nfe", everything["metric"])))
     return written

@@ -23,11 +23,14 @@ import seaborn as sns  # noqa: E402
 from bench.core.io import atomic_path  # noqa: E402
 from bench.data.grid import FIELD_OF_VIEW_MM  # noqa: E402
 from bench.data.preview import OBLIQUE, extract_surface, render  # noqa: E402
-from bench.store import DCR_FILE, RunFolder, load_samples  # noqa: E402
+from bench.core.volumes import load_volumes  # noqa: E402
+from bench.store import DCR_FILE, RunFolder  # noqa: E402
 from bench.tables import render_table, text_table  # noqa: E402
 from metrics.robustness import seed_summary  # noqa: E402
 
 CLOSEST_PAIRS = 10
+GAP_TITLE = ("share of the gap from the gaussian floor to the oracle-rep ceiling that each "
+             "method closes (per seed, then mean ± 95 % CI)")
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
          "table{border-collapse:collapse;margin-bottom:1em}"
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -60,9 +63,11 @@ def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
                 if references else "") + "</p>",
              f'<p class="verdict">{html.escape(verdict)}</p>']
     for section, table in tables:
-        parts.append(f"<h2>{html.escape(section)}</h2>")
-        parts.append(render_table(text_table(table, "html", methods,
-                                             ranked=section != "headline"), "html"))
+        title = GAP_TITLE if section == "gap" else section
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        shown = ranked if section == "gap" else methods
+        parts.append(render_table(text_table(table, "html", shown,
+                                             ranked=section not in ("headline", "gap")), "html"))
         if section == "headline":
             parts.append(_reference_facts(run.reference_facts()))
     for name in _nfe_plots(rows[rows["seed"] >= 0], nfe_metrics, out_dir):
@@ -101,6 +106,17 @@ def _reference_facts(facts: dict[str, Any]) -> str:
                      f"{facts['reference_ms_ssim_diversity']:.4g} (a method should come close)")
     items.append(f"median DCR of held-out real skulls: {facts['reference_dcr_median']:.4g} "
                  f"(samples far below it copy training skulls)")
+    if "set_size" in facts:
+        drawn = (" (the larger set drawn down to that size, averaged over draws)"
+                 if facts["set_sizes_differ"] else "")
+        size = int(facts["set_size"])
+        items.append(f"MMD, COV and 1-NNA compare {size} generated with {size} reference "
+                     f"skulls{drawn}: the chance level of 1-NNA, for two indistinguishable "
+                     f"sets, is 100 (n - 1) / (2n - 1) = {100 * (size - 1) / (2 * size - 1):.1f} "
+                     f"% at this size (each skull's nearest neighbour is any other with equal "
+                     f"probability); the oracle column shows what a perfect generator scores")
+    if "warning" in facts:
+        items.append(f"<b>warning</b>: {html.escape(str(facts['warning']))}")
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
 
@@ -181,9 +197,9 @@ def _gallery(run: RunFolder, out_dir: Path, steps: int) -> str | None:
     for folder in run.planned():
         path = folder.samples_path(steps)
         if path.is_file():
-            sets.setdefault(folder.info()["method"], load_samples(path)[0][:4])
+            sets.setdefault(folder.info()["method"], load_volumes(path)[0][:4])
     if run.reference_examples.is_file():
-        sets["real (test)"] = load_samples(run.reference_examples)[0][:4]
+        sets["real (test)"] = load_volumes(run.reference_examples)[0][:4]
     if not sets:
         return None
     figure, axes = plt.subplots(len(sets), 4, figsize=(10, 2.6 * len(sets)), squeeze=False)

@@ -7,8 +7,10 @@ cell of the grid: one at a time, or ``config.jobs`` at once in forked worker
 processes (:mod:`bench.workers`). Two kinds of cell go through one path
 (:func:`run_cell`): a *method cell* fits a registered method, samples at
 every step budget, decodes and scores the samples with every selected metric
-and trains the downstream tasks on them; a *reference cell* (``real-train``,
-``gaussian-floor``) gives the downstream rows that frame the methods. A cell
+and trains the downstream tasks on them; a *reference cell* (``oracle``,
+``oracle-rep``, the ``gaussian`` floor, any method marked ``reference``)
+does the same at the largest step budget only (a reference's samples do not
+depend on it), with the tasks trained on its samples alone. A cell
 that fails with a :class:`~bench.core.errors.BenchError` (a numerical
 failure, samples that cannot be scored) is recorded with its reason in
 ``failed.json`` and the others go on; any other exception is a bug and stops
@@ -25,10 +27,12 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterator
+from typing import Generator, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,28 +42,28 @@ from tqdm import tqdm
 from bench.config import RunConfig, to_dict
 from bench.core.errors import BenchError, NonFiniteError
 from bench.core.values import ValueSpec
+from bench.core.volumes import load_volumes, save_volumes
 from bench.data.dataset import SkullDataset
+from bench.data.oracle import oracle_subjects
 from bench.data.sources import load_dataset
 from bench.evaluation import Evaluation, build_reference, evaluate, selected_metrics
 from bench.representations import Representation, get_representation, reconstruction_dice
-from bench.store import (DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, load_samples,
-                         result_rows, save_samples)
+from bench.store import DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, result_rows
 from bench.workers import run_in_workers, thread_budget
 from downstream.base import get_task
-from downstream.protocol import DownstreamConfig, cell_rows, gaussian_rows, real_rows
-from methods.base import FitConfig, Method
+from downstream.protocol import DownstreamConfig, cell_rows, synthetic_rows
+from methods.base import METHODS, FitConfig, Method
 from methods.registry import create_method, get_method
 from metrics.base import Metric
 from metrics.diversity import MSSSIMDiversity, ms_ssim_diversity
 from metrics.inputs import ReferenceSet
 from metrics.privacy import closest_records
 
-# Reference pseudo-methods of the downstream stage, run once per run (seed 0): the
-# tasks trained on the real training split (the ceiling), and on samples of the
-# gaussian baseline (the floor) when "gaussian" is not among the run's methods.
-REAL_TRAIN = "real-train"
-GAUSSIAN_FLOOR = "gaussian-floor"
 DOWNSTREAM_TRAINING_SETS = ("synthetic", "real+synthetic")
+# The reference set of the smallest committed audit (leaderboards/audit/ci: the 23 skulls of
+# the test split of the ci preset's 240); below it the audit's detection thresholds are not
+# known.
+AUDITED_REFERENCE_SIZE = 23
 
 
 @dataclass
@@ -98,13 +102,18 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def reference_cells(config: RunConfig) -> list[Cell]:
-    """The downstream references of a run (run by shard 1): the real training split, and
-    the gaussian floor unless ``gaussian`` is among the methods; none without downstream."""
-    if not config.downstream.enabled:
-        return []
-    floor = [] if "gaussian" in config.methods else [Cell(GAUSSIAN_FLOOR, 0)]
-    return [Cell(REAL_TRAIN, 0)] + floor
+def reference_names(config: RunConfig) -> list[str]:
+    """The run's references: ``config.references``, then the methods marked reference."""
+    named = list(config.references) + [name for name in config.methods
+                                       if get_method(name).reference]
+    return list(dict.fromkeys(named))
+
+
+def grid(config: RunConfig, shard: tuple[int, int] | None = None) -> list[Cell]:
+    """Every cell of the run, references first, or shard i of n of them."""
+    references = reference_names(config)
+    learners = [name for name in config.methods if name not in references]
+    return plan_cells(references + learners, config.seeds, shard)
 
 
 @contextlib.contextmanager
@@ -128,13 +137,28 @@ def check_run(config: RunConfig) -> list[Metric]:
     """
     for name in config.method_params:
         get_method(name)
-    for name in config.methods:
+    for name in config.references:
+        if not get_method(name).reference:
+            raise BenchError(f"config references: {name!r} is not a reference generator; "
+                             f"references are {', '.join(sorted(_references()))}, and "
+                             f"methods go into --methods")
+    for name in list(config.references) + list(config.methods):
         create_method(name, **config.method_params.get(name, {}))
     get_representation(config.representation.name, **config.representation.params)
     chosen = selected_metrics(config.metrics)
+    for metric in chosen:
+        if config.sampling.n_samples < metric.minimum_set_size():
+            raise BenchError(f"config sampling.n_samples={config.sampling.n_samples}: metric "
+                             f"{metric.name!r} needs sets of at least "
+                             f"{metric.minimum_set_size()} skulls; raise sampling.n_samples, "
+                             f"or leave the metric out with metrics.exclude")
     if config.downstream.enabled:
         _downstream_config(config).check()
     return chosen
+
+
+def _references() -> list[str]:
+    return [name for name in METHODS.names() if METHODS.get(name).reference]
 
 
 def _downstream_config(config: RunConfig) -> DownstreamConfig:
@@ -157,6 +181,8 @@ class RunContext:
     val_latents: torch.Tensor | None
     reference: ReferenceSet
     metrics: list[Metric]
+    truth: RunTruth
+    references: list[str]
     device: torch.device
     quiet: bool
 
@@ -179,13 +205,9 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     chosen = check_run(config)
     with thread_budget(config.threads):
         context = prepare_run(config, RunFolder(out_dir), chosen, quiet or config.jobs > 1)
-        references = reference_cells(config)
-        grid = references + plan_cells(list(config.methods), config.seeds)
-        context.run.write_plan([context.folder(cell) for cell in grid],
-                               [cell.method for cell in references])
-        cells = plan_cells(list(config.methods), config.seeds, shard)
-        if shard is None or shard[0] == 1:
-            cells = references + cells
+        context.run.write_plan([context.folder(cell) for cell in grid(config)],
+                               context.references)
+        cells = grid(config, shard)
         progress = tqdm(total=len(cells), desc="cells", disable=quiet, unit="cell")
         if config.jobs == 1:
             finished = _one_at_a_time(context, cells, progress)
@@ -219,22 +241,45 @@ def prepare_run(config: RunConfig, run: RunFolder, chosen: list[Metric],
     dataset = load_dataset(data.name, resolution=data.resolution, n=data.n, seed=data.seed,
                            mandible=data.mandible)
     dataset_hash = dataset.manifest.get("data_sha256", "")
-    representation, representation_path = _representation(config, run, dataset, dataset_hash)
+    representation, representation_path = fitted_representation(config, run, dataset,
+                                                                dataset_hash)
     train, val = dataset.subset("train"), dataset.subset("val")
     reference = build_reference(dataset, config.metrics, config.threads)
     run.write_catalogue(catalogue(chosen, reference, config))
-    run.write_reference_facts(reference_facts(dataset, representation, reference, chosen))
-    save_samples(run.reference_examples, reference.volumes[:4], 0)
+    run.write_reference_facts(reference_facts(dataset, representation, reference, chosen,
+                                              config.sampling.n_samples))
+    save_volumes(run.reference_examples, reference.volumes[:4], 0)
+    references = reference_names(config)
+    truth = RunTruth(dataset, representation)
+    if {"oracle", "oracle-rep"} & set(references):
+        for seed in range(config.seeds):  # generated once per configuration, on every core
+            oracle_subjects(dataset, config.sampling.n_samples, seed, workers=os.cpu_count() or 1)
     return RunContext(
         config=config, run=run, dataset=dataset, dataset_hash=dataset_hash,
         representation=representation, representation_path=representation_path,
         train_latents=representation.encode(train.volumes),
         val_latents=representation.encode(val.volumes) if len(val) else None,
-        reference=reference, metrics=chosen, device=torch.device(config.device), quiet=quiet)
+        reference=reference, metrics=chosen, truth=truth, references=references,
+        device=torch.device(config.device), quiet=quiet)
 
 
-def _representation(config: RunConfig, run: RunFolder, dataset: SkullDataset,
-                    dataset_hash: str) -> tuple[Representation, Path]:
+@dataclass
+class RunTruth:
+    """The run's ground truth for the reference generators (:class:`methods.base.GroundTruth`):
+    oracle subjects of its dataset, and its representation."""
+
+    dataset: SkullDataset
+    representation: Representation
+
+    def subjects(self, n: int, seed: int) -> np.ndarray:
+        return oracle_subjects(self.dataset, n, seed)
+
+    def encode(self, volumes: np.ndarray) -> torch.Tensor:
+        return self.representation.encode(volumes)
+
+
+def fitted_representation(config: RunConfig, run: RunFolder, dataset: SkullDataset,
+                          dataset_hash: str) -> tuple[Representation, Path]:
     """The run's representation, fitted on the training split once and kept in shared/."""
     key = hashlib.sha256(json.dumps([to_dict(config.representation), dataset_hash],
                                     sort_keys=True).encode()).hexdigest()[:10]
@@ -270,7 +315,8 @@ def _entry(group: str, spec: ValueSpec, source: str) -> dict[str, object]:
 
 
 def reference_facts(dataset: SkullDataset, representation: Representation,
-                    reference: ReferenceSet, chosen: list[Metric]) -> dict[str, object]:
+                    reference: ReferenceSet, chosen: list[Metric],
+                    n_samples: int) -> dict[str, object]:
     """What the report says about the real side: sizes, the representation's test-split
     reconstruction Dice (the floor every method inherits), and the real skulls' own
     diversity and DCRs (the levels a method should match)."""
@@ -288,6 +334,15 @@ def reference_facts(dataset: SkullDataset, representation: Representation,
         if isinstance(metric, MSSSIMDiversity):
             facts["reference_ms_ssim_diversity"] = ms_ssim_diversity(
                 reference.volumes, metric.params.pairs, seed=0)
+    facts["set_size"] = min(len(reference.volumes), n_samples)
+    facts["set_sizes_differ"] = len(reference.volumes) != n_samples
+    if len(reference.volumes) < AUDITED_REFERENCE_SIZE:
+        facts["warning"] = (f"the reference set has {len(reference.volumes)} skulls, fewer "
+                            f"than the {AUDITED_REFERENCE_SIZE} of the smallest audit "
+                            f"(leaderboards/audit/ci): the audit's detection thresholds do "
+                            f"not hold at this size, and differences between methods must be "
+                            f"larger to mean anything")
+        print(f"bench: warning: {facts['warning']}", file=sys.stderr)
     return facts
 
 
@@ -298,9 +353,8 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
         return CellOutcome(cell, "cached")
     folder.start(cell, context.representation_path.relative_to(context.run.path).as_posix())
     timings: dict[str, float] = {}
-    produce = REFERENCE_CELLS.get(cell.method, _method_cell)
     try:
-        folder.write_results(produce(context, cell, folder, timings))
+        folder.write_results(_cell_rows(context, cell, folder, timings))
     except BenchError as error:
         return CellOutcome(cell, "failed", folder.record_failure(cell, error), timings)
     finally:
@@ -308,48 +362,63 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
     return CellOutcome(cell, "done", timings=timings)
 
 
-def _method_cell(context: RunContext, cell: Cell, folder: CellFolder,
-                 timings: dict[str, float]) -> pd.DataFrame:
-    """Fit (or load), sample at every step budget, score, and train the downstream tasks."""
+def _cell_rows(context: RunContext, cell: Cell, folder: CellFolder,
+               timings: dict[str, float]) -> pd.DataFrame:
+    """Fit (or load), sample at every step budget (a reference: the largest), score, and
+    train the downstream tasks on the samples."""
     config = context.config
+    reference = cell.method in context.references
     method = _fitted_method(context, cell, folder, timings)
+    budgets = [max(config.sampling.steps)] if reference else list(config.sampling.steps)
     frames, dcr_frames = [], []
-    budgets = tqdm(config.sampling.steps, desc=f"{cell.label} sample+evaluate",
-                   unit="budget", leave=False, disable=context.quiet)
-    for steps in budgets:
+    for steps in tqdm(budgets, desc=f"{cell.label} sample+evaluate", unit="budget", leave=False,
+                      disable=context.quiet):
         volumes, nfe = _samples(context, method, cell, steps, folder, timings)
         with timed(timings, "evaluate"):
             evaluation = evaluate(context.reference, volumes, cell.seed, context.metrics)
         frames.append(result_rows(context.run.name, cell, steps, nfe, evaluation.values))
         dcr_frames.append(dcr_rows(context, cell, steps, evaluation))
     if config.downstream.enabled:
-        steps = config.downstream.steps or max(config.sampling.steps)
+        steps = max(budgets) if reference else config.downstream.steps or max(budgets)
         volumes, nfe = _samples(context, method, cell, steps, folder, timings)
-        with timed(timings, "downstream"):
-            rows = cell_rows(volumes, context.dataset.subset("train").volumes,
-                             context.dataset.subset("test"), cell.seed, context.downstream)
-        values = [dataclasses.replace(value, name=f"{training}:{value.name}")
-                  for training, value in rows]
-        frames.append(result_rows(context.run.name, cell, steps, nfe, values))
+        frames.append(_downstream_frame(context, cell, steps, nfe, volumes, reference, timings))
     folder.write_dcr(pd.concat(dcr_frames, ignore_index=True))
     return pd.concat(frames, ignore_index=True)
 
 
+def _downstream_frame(context: RunContext, cell: Cell, steps: int, nfe: int,
+                      volumes: np.ndarray, reference: bool,
+                      timings: dict[str, float]) -> pd.DataFrame:
+    """The tasks trained on the samples (``synthetic:*``) and, for a method, on the real
+    training split plus the samples (``real+synthetic:*``)."""
+    train, test = context.dataset.subset("train").volumes, context.dataset.subset("test")
+    with timed(timings, "downstream"):
+        if reference:
+            rows = synthetic_rows(volumes, test, cell.seed, context.downstream)
+        else:
+            rows = cell_rows(volumes, train, test, cell.seed, context.downstream)
+    values = [dataclasses.replace(value, name=f"{training}:{value.name}")
+              for training, value in rows]
+    return result_rows(context.run.name, cell, steps, nfe, values)
+
+
 def _fitted_method(context: RunContext, cell: Cell, folder: CellFolder,
                    timings: dict[str, float]) -> Method:
-    """The cell's method: loaded from ``method.pt``, or fitted and saved there."""
+    """The cell's method: loaded from ``method.pt``, or fitted and saved there (unless it
+    samples the run's ground truth, as the oracles do: they are refitted, at no cost)."""
     if folder.method_path.is_file():
         return Method.load(folder.method_path)
     config = context.config
     method = create_method(cell.method, **config.method_params.get(cell.method, {}))
     train_config = dataclasses.replace(config.train, progress=not context.quiet)
     fit_config = FitConfig(backbone=config.backbone, train=train_config,
-                           checkpoint_dir=folder.checkpoint_dir)
+                           checkpoint_dir=folder.checkpoint_dir, truth=context.truth)
     with timed(timings, "fit"):
         report = method.fit(context.train_latents, context.val_latents, fit_config, cell.seed,
                             context.device)
     folder.write_fit({**dataclasses.asdict(report), "final_loss": report.final_loss})
-    method.save(folder.method_path)
+    if method.saveable:
+        method.save(folder.method_path)
     return method
 
 
@@ -358,15 +427,18 @@ def _samples(context: RunContext, method: Method, cell: Cell, steps: int, folder
     """Decoded samples of one step budget, from the cell's folder or freshly drawn."""
     path = folder.samples_path(steps)
     if path.is_file():
-        return load_samples(path)
+        return load_volumes(path)
     with timed(timings, "sample"):
         samples, nfe = method.sample(context.config.sampling.n_samples, steps, cell.seed,
                                      context.device)
-        if not torch.isfinite(samples).all():
+        if method.space == "volumes":
+            volumes = samples.cpu().numpy().astype(bool)
+        elif not torch.isfinite(samples).all():
             raise NonFiniteError(f"method {cell.method!r}, seed {cell.seed}: samples at "
                                  f"{steps} steps contain NaN or infinite values")
-        volumes = context.representation.decode(samples.cpu())
-    save_samples(path, volumes, nfe)
+        else:
+            volumes = context.representation.decode(samples.cpu())
+    save_volumes(path, volumes, nfe)
     return volumes, nfe
 
 
@@ -382,36 +454,3 @@ def dcr_rows(context: RunContext, cell: Cell, steps: int, evaluation: Evaluation
             rows.append([context.run.name, cell.method, cell.seed, steps, kind, sample,
                          float(distance), ids[index] if index >= 0 else ""])
     return pd.DataFrame(rows, columns=DCR_COLUMNS)
-
-
-def _reference_cell(context: RunContext, cell: Cell, folder: CellFolder,
-                    timings: dict[str, float]) -> pd.DataFrame:
-    """Downstream rows of a reference: the real training split, or the gaussian floor.
-
-    Its rows are named like a method's ``synthetic:*`` rows, so that the
-    reference sits in the same leaderboard columns as the methods it frames.
-    """
-    config = context.config
-    steps = config.downstream.steps or max(config.sampling.steps)
-    test = context.dataset.subset("test")
-    with timed(timings, "downstream"):
-        if cell.method == REAL_TRAIN:
-            rows = real_rows(context.dataset.subset("train").volumes, test, cell.seed,
-                             context.downstream)
-        else:
-            gaussian = create_method("gaussian")
-            gaussian.fit(context.train_latents, context.val_latents,
-                         FitConfig(backbone=config.backbone, train=config.train), cell.seed,
-                         context.device)
-            samples = gaussian.sample(config.sampling.n_samples, steps, cell.seed,
-                                      context.device).samples
-            rows = gaussian_rows(context.representation.decode(samples.cpu()), test, cell.seed,
-                                 context.downstream)
-    values = [dataclasses.replace(value, name=f"synthetic:{value.name}") for _, value in rows]
-    return result_rows(context.run.name, cell, steps, 0, values)
-
-
-CellProducer = Callable[[RunContext, Cell, CellFolder, dict[str, float]], pd.DataFrame]
-REFERENCE_CELLS: dict[str, CellProducer] = {REAL_TRAIN: _reference_cell,
-                                            GAUSSIAN_FLOOR: _reference_cell}
-"""The kinds of cell that are not a registered method, by their pseudo-method name."""

@@ -45,7 +45,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -77,7 +76,7 @@ CODE_PACKAGES = ("bench", "methods", "metrics", "downstream")
 # Settings of a run that choose its grid of cells or how they are scheduled, but change
 # no cell's numbers: a cell's hash leaves them out, so a run with another seed or
 # method added, or with other jobs, reuses the cells it shares with an earlier one.
-NOT_CELL_SETTINGS = ("methods", "seeds", "method_params", "jobs")
+NOT_CELL_SETTINGS = ("methods", "references", "seeds", "method_params", "jobs")
 
 
 @dataclass(frozen=True, order=True)
@@ -140,23 +139,6 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
     """Write a table atomically, floats with ten significant digits."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.10g")
-
-
-def save_samples(path: Path, volumes: np.ndarray, nfe: int) -> None:
-    """Decoded samples (bit-packed bool volumes (N, R, R, R)) and their NFE, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, packed=np.packbits(volumes.reshape(len(volumes), -1),
-                                                           axis=1),
-                                shape=np.array(volumes.shape), nfe=np.array(nfe))
-
-
-def load_samples(path: Path) -> tuple[np.ndarray, int]:
-    """Samples written by :func:`save_samples`: bool volumes (N, R, R, R) and their NFE."""
-    with np.load(path) as data:
-        shape = tuple(int(s) for s in data["shape"])
-        flat = np.unpackbits(data["packed"], axis=1, count=int(np.prod(shape[1:])))
-        return flat.reshape(shape).astype(bool), int(data["nfe"])
 
 
 class CellFolder:

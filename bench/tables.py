@@ -165,3 +165,43 @@ def render_table(frame: pd.DataFrame, style: str) -> str:
         return frame.to_latex(escape=False)
     # The index's name in the header's corner, not on a row of its own.
     return frame.rename_axis(index=None, columns=frame.index.name).to_html(escape=False)
+
+
+def gap_closed(rows: pd.DataFrame, steps: int, methods: list[str], floor: str,
+               ceiling: str) -> pd.DataFrame:
+    """The share (%) of the gap from ``floor`` to ``ceiling`` that each method closes.
+
+    Per seed s, paired by seed number: 100 (m_s - f_s) / (c_s - f_s), with m,
+    f, c the values of the method, the floor and the ceiling; then the mean
+    and t-interval over seeds (:func:`metrics.robustness.seed_summary`). 0 %
+    is the floor, 100 % the ceiling, and the formula is the same for either
+    direction of the metric. A metric whose ceiling is not better than its
+    floor (on the seed means) has no gap to close and is left out.
+
+    Returns:
+        The columns of :data:`STATISTICS`, unit "%", higher is better, not ranked.
+    """
+    selected = rows[(rows["steps"] == steps) & (rows["seed"] >= 0)]
+    table = selected.pivot_table(index=["metric", "seed"], columns="method", values="value")
+    if floor not in table or ceiling not in table:
+        return pd.DataFrame(columns=STATISTICS)
+    higher = selected.drop_duplicates("metric").set_index("metric")["higher_is_better"]
+    records = []
+    for metric, frame in table.groupby(level="metric"):
+        gap = frame[ceiling] - frame[floor]
+        if not (gap.mean() > 0 if higher[metric] else gap.mean() < 0):
+            continue
+        for method in methods:
+            if method not in frame:
+                continue
+            share = (100.0 * (frame[method] - frame[floor]) / gap).dropna()
+            records += [{"method": method, "seed": seed, "metric": metric, "steps": steps,
+                         "group": "gap", "value": value, "nfe": np.nan,
+                         "higher_is_better": True, "unit": "%"}
+                        for (_, seed), value in share.items()]
+    if not records:
+        return pd.DataFrame(columns=STATISTICS)
+    summary = seed_summary(pd.DataFrame(records))
+    out = summary.rename(columns={"n": "n_seeds"}).assign(rank=np.nan, best=False,
+                                                          differs=False)
+    return out[STATISTICS].sort_values(["metric", "method"]).reset_index(drop=True)

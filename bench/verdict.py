@@ -2,49 +2,97 @@
 
 For each headline metric it names the best method, the runner-up, the margin
 (absolute and relative) and whether a paired t-test across seeds separates
-them (p < 0.05), then counts how often each method is best. It only states
-what the statistics of :func:`bench.tables.leaderboard` show.
+them (p < 0.05), and where the run has a floor and a ceiling, the share of
+the gap between them that each method closes; then it counts how often each
+method is best. It never calls a method better on a metric where the method
+beats the oracle, a perfect generator, by more than the oracle's confidence
+interval: no generator can truly do that, so the metric is rewarding
+something other than fidelity (a blind spot the audit names), and the
+verdict says so instead. It only states what the statistics of
+:mod:`bench.tables` show.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from bench.tables import SIGNIFICANCE, paired_pvalue
 
+ORACLE = "oracle"
 
-def verdict(table: pd.DataFrame, rows: pd.DataFrame, methods: list[str], steps: int) -> str:
+
+def verdict(table: pd.DataFrame, rows: pd.DataFrame, methods: list[str], steps: int,
+            gaps: pd.DataFrame | None = None, floor: str = "", ceiling: str = "") -> str:
     """The verdict paragraph over the headline metrics of ``table``.
 
     Args:
-        table: statistics (:func:`bench.tables.leaderboard`) of the headline metrics.
+        table: statistics (:func:`bench.tables.leaderboard`) of the headline metrics,
+            references included.
         rows: the result rows behind them (for the paired tests).
         methods: the ranked methods (references excluded).
         steps: the step budget of the table, for the wording.
+        gaps: :func:`bench.tables.gap_closed` of the headline metrics, or None.
+        floor, ceiling: the references the gaps run between, for the wording.
     """
     picked = table[table["method"].isin(methods)].dropna(subset=["mean"])
-    if picked["method"].nunique() < 2:
-        return (f"Only {', '.join(methods) or 'no method'} ran; a verdict compares two or more "
-                f"methods.")
+    if picked.empty:
+        return "No ranked method has headline values; the table shows the references alone."
+    alone = picked["method"].nunique() == 1
+    oracle = table[table["method"] == ORACLE].set_index("metric")
     sentences, wins = [], {method: 0 for method in methods}
     for metric, frame in picked.groupby("metric", sort=True):
         higher = bool(frame["higher_is_better"].iloc[0])
         ordered = frame.sort_values("mean", ascending=not higher)
-        best, runner = ordered.iloc[0], ordered.iloc[1]
+        best = ordered.iloc[0]
+        if metric in oracle.index and _beats_the_oracle(best, oracle.loc[metric], higher):
+            sentences.append(_blind_spot(metric, best, oracle.loc[metric]))
+            continue
         wins[best["method"]] += 1
-        sentences.append(_comparison(metric, best, runner, higher,
-                                     paired_pvalue(rows[rows["steps"] == steps], metric,
-                                                   best["method"], runner["method"])))
-    tally = ", ".join(f"{method} on {count}" for method, count in
-                      sorted(wins.items(), key=lambda item: (-item[1], item[0])))
-    return (f"At {steps} sampling steps, over {picked['metric'].nunique()} headline metrics, the "
-            f"best method is {tally}. " + " ".join(sentences))
+        if alone:
+            sentences.append(f"On {metric}, {best['method']} scores {best['mean']:.4g}"
+                             f"{_unit(best)}.")
+        else:
+            runner = ordered.iloc[1]
+            sentences.append(_comparison(metric, best, runner, higher,
+                                         paired_pvalue(rows[rows["steps"] == steps], metric,
+                                                       best["method"], runner["method"])))
+        if gaps is not None:
+            sentences.append(_gap_sentence(metric, gaps, methods, floor, ceiling))
+    counted = sum(wins.values())
+    if alone:
+        opening = (f"At {steps} sampling steps, {picked['method'].iloc[0]} is the only ranked "
+                   f"method; the references place it.")
+    else:
+        tally = ", ".join(f"{method} on {count}" for method, count in
+                          sorted(wins.items(), key=lambda item: (-item[1], item[0])))
+        opening = (f"At {steps} sampling steps, over the {counted} headline metrics that rank "
+                   f"methods, the best method is {tally}.")
+    return " ".join([opening] + [s for s in sentences if s])
+
+
+def _beats_the_oracle(best: pd.Series, oracle: pd.Series, higher: bool) -> bool:
+    """Whether ``best`` is better than the oracle by more than the oracle's CI half-width."""
+    half = oracle["ci_high"] - oracle["mean"]
+    if not np.isfinite(half):
+        half = 0.0
+    return bool(best["mean"] > oracle["mean"] + half if higher
+                else best["mean"] < oracle["mean"] - half)
+
+
+def _blind_spot(metric: str, best: pd.Series, oracle: pd.Series) -> str:
+    unit = _unit(best)
+    return (f"On {metric}, {best['method']} ({best['mean']:.4g}{unit}) scores better than the "
+            f"oracle, a perfect generator ({oracle['mean']:.4g}{unit}, CI "
+            f"{oracle['ci_low']:.4g} to {oracle['ci_high']:.4g}); no generator can truly do "
+            f"that, so {metric} rewards something other than fidelity here (see the audit's "
+            f"blind spots), and no method is called better on it.")
 
 
 def _comparison(metric: str, best: pd.Series, runner: pd.Series, higher: bool,
                 pvalue: float | None) -> str:
     """One sentence: best against runner-up on one metric, with the test's outcome."""
-    unit = f" {best['unit']}" if isinstance(best["unit"], str) and best["unit"] else ""
+    unit = _unit(best)
     gap = abs(best["mean"] - runner["mean"])
     relative = f" ({100 * gap / abs(runner['mean']):.1f} %)" if runner["mean"] else ""
     direction = "higher" if higher else "lower"
@@ -55,3 +103,19 @@ def _comparison(metric: str, best: pd.Series, runner: pd.Series, higher: bool,
     if pvalue < SIGNIFICANCE:
         return text + f", a significant difference (paired t-test, p = {pvalue:.2g})."
     return text + f", but the difference is not significant (p = {pvalue:.2g})."
+
+
+def _gap_sentence(metric: str, gaps: pd.DataFrame, methods: list[str], floor: str,
+                  ceiling: str) -> str:
+    shares = gaps[gaps["metric"] == metric].set_index("method")
+    parts = [f"{method} {shares.loc[method, 'mean']:.0f} % (CI "
+             f"{shares.loc[method, 'ci_low']:.0f} to {shares.loc[method, 'ci_high']:.0f} %)"
+             for method in methods if method in shares.index]
+    if not parts:
+        return ""
+    return (f"Of the gap from {floor} to {ceiling} on {metric}, "
+            f"{', '.join(parts)} {'is' if len(parts) == 1 else 'are'} closed.")
+
+
+def _unit(row: pd.Series) -> str:
+    return f" {row['unit']}" if isinstance(row["unit"], str) and row["unit"] else ""

@@ -98,7 +98,7 @@ class AlignmentTask(Task):
     metrics = tuple(
         spec for prefix in ("align", "align-icp") for spec in (
             ValueSpec(f"{prefix}-rot-err-deg", False, "deg",
-                      {"headline"} if prefix == "align" else set()),
+                      {"headline", "gate"} if prefix == "align" else set()),
             ValueSpec(f"{prefix}-trans-err-mm", False, "mm"),
             ValueSpec(f"{prefix}-landmark-err-mm", False, "mm"),
             ValueSpec(f"{prefix}-success-rate", True, "%")))

@@ -5,4 +5,4 @@ Importing the package registers every built-in method (see
 ``bench.methods`` entry-point group or a ``--plugin`` module.
 """
 
-from methods import baselines, diffusion, flow_matching  # noqa: F401  (register on import)
+from methods import baselines, diffusion, flow_matching, references  # noqa: F401  (register)

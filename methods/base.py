@@ -13,8 +13,9 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
+import numpy as np
 import torch
 
 from bench.core.errors import BenchError
@@ -35,17 +36,33 @@ class Params:
 _Params = Params  # the class attribute Method.Params shadows the name inside Method
 
 
+class GroundTruth(Protocol):
+    """Real skulls that no split of the dataset holds, for the reference generators.
+
+    The run provides it (:mod:`bench.data.oracle`); a method that learns
+    never reads it.
+    """
+
+    def subjects(self, n: int, seed: int) -> np.ndarray:
+        """``n`` real skulls, bool (n, R, R, R); skull i depends only on (seed, i)."""
+
+    def encode(self, volumes: np.ndarray) -> torch.Tensor:
+        """Volumes (N, R, R, R) in the run's representation, (N, *shape)."""
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """What every deep method of one run shares: backbone and training budget.
 
     ``checkpoint_dir`` is where training checkpoints go (and are resumed
-    from); None trains without checkpoints.
+    from); None trains without checkpoints. ``truth`` is the run's ground
+    truth, which only the reference generators read.
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint_dir: Path | None = None
+    truth: GroundTruth | None = None
 
 
 @dataclass
@@ -91,12 +108,20 @@ class Method(ABC):
 
     Subclasses set ``Params`` (a frozen dataclass of hyperparameters) and
     ``description`` (one line for ``bench list``), and implement ``_fit``,
-    ``_sample``, ``_state`` and ``_restore``.
+    ``_sample``, ``_state`` and ``_restore``. A *reference* (``reference =
+    True``: the oracles, the floors, train-copy) is shown beside the methods
+    and never ranked; its samples may be volumes rather than representation
+    tensors (``space = "volumes"``), which the run uses without decoding, and a
+    method that samples the run's ground truth cannot be saved (``saveable =
+    False``).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
+    reference: ClassVar[bool] = False
+    space: ClassVar[str] = "representation"
+    saveable: ClassVar[bool] = True
 
     def __init__(self, params: _Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()

@@ -82,6 +82,7 @@ class Gaussian(Method):
     """
 
     description = "maximum-likelihood multivariate Gaussian (the PCA + Gaussian shape model)"
+    reference = True
     Params = GaussianParams
     params: GaussianParams
 
@@ -156,6 +157,7 @@ class TrainCopy(Method):
     """
 
     description = "returns training subjects unchanged: the perfect memoriser"
+    reference = True
     Params = TrainCopyParams
     params: TrainCopyParams
 

@@ -66,6 +66,10 @@ class Metric(ABC):
                              f"got {type(base).__name__}")
         self.params = with_overrides("metric", self.name, base, overrides)
 
+    def minimum_set_size(self) -> int:
+        """The fewest skulls a generated (and the reference) set may hold for this metric."""
+        return 2
+
     @classmethod
     def applies_to(cls, reference: ReferenceSet) -> bool:
         """Whether the metric can score against this reference (class balance needs labels)."""

@@ -179,6 +179,9 @@ class FeatureDistribution(Metric):
         return (ValueSpec(f"KMMD-{features}", False, "", tags),) + tuple(
             ValueSpec(f"PRDC-{name}-{features}", True, "") for name in PRDC_NAMES)
 
+    def minimum_set_size(self) -> int:
+        return self.params.k + 1  # k nearest neighbours other than the point itself
+
     def compute(self, reference: Any, generated: Any) -> dict[str, float]:
         ref, gen = reference.features(self.features), generated.features(self.features)
         if not (np.isfinite(ref).all() and np.isfinite(gen).all()):

@@ -185,7 +185,7 @@ class DistanceToClosestRecord(Metric):
     group = "privacy"
     inputs = ("dice", "volumes")
     outputs = (ValueSpec("DCR-ratio-Dice", True, ""),
-               ValueSpec("memorised-share-Dice", False, "%"),
+               ValueSpec("memorised-share-Dice", False, "%", {"gate"}),
                ValueSpec("DCR-median-generated-Dice", True, ""))
 
     def compute(self, reference: Any, generated: Any) -> dict[str, float]:

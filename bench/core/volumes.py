@@ -1,11 +1,15 @@
-"""Binary skull volumes as every part of the benchmark takes them: bool (N, R, R, R)."""
+"""Binary skull volumes as every part of the benchmark takes them, bool (N, R, R, R), and
+their bit-packed files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.core.errors import BenchError
+from bench.core.io import atomic_path
 
 
 def as_binary_volumes(volumes: np.ndarray | torch.Tensor, resolution: int | None = None
@@ -34,3 +38,20 @@ def as_binary_volumes(volumes: np.ndarray | torch.Tensor, resolution: int | None
         raise BenchError(f"volumes must be binary occupancy (bool, or integers 0 and 1), got "
                          f"dtype {volumes.dtype}; threshold them first, e.g. volumes > 0.5")
     return volumes.astype(bool)
+
+
+def save_volumes(path: Path, volumes: np.ndarray, nfe: int = 0) -> None:
+    """Bool volumes (N, R, R, R), bit-packed, and the NFE that made them, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, packed=np.packbits(volumes.reshape(len(volumes), -1),
+                                                           axis=1),
+                                shape=np.array(volumes.shape), nfe=np.array(nfe))
+
+
+def load_volumes(path: Path) -> tuple[np.ndarray, int]:
+    """Volumes written by :func:`save_volumes`: bool (N, R, R, R) and their NFE."""
+    with np.load(path) as data:
+        shape = tuple(int(s) for s in data["shape"])
+        flat = np.unpackbits(data["packed"], axis=1, count=int(np.prod(shape[1:])))
+        return flat.reshape(shape).astype(bool), int(data["nfe"])

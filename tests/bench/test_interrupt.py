@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-SETTINGS = ["jobs=1", "dataset.n=60", "dataset.resolution=32", "methods=[otfm]", "seeds=2",
+SETTINGS = ["jobs=1", "dataset.n=60", "dataset.resolution=32", "methods=[otfm]", "references=[]",
+            "seeds=2",
             "train.steps=1500", "train.checkpoint_every=100", "sampling.steps=[1, 4]",
             "sampling.n_samples=8", "metrics.points=128", "metrics.exclude=[pointflow-emd]",
             "metrics.params.ms-ssim-diversity.pairs=2", "downstream.enabled=false"]

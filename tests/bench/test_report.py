@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from bench.report import Catalogue, with_robustness
-from bench.tables import STATISTICS, leaderboard, numeric_table, text_table
+from bench.tables import STATISTICS, gap_closed, leaderboard, numeric_table, text_table
 from bench.verdict import verdict
 
 A_VALUES = [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -93,9 +93,26 @@ def test_the_verdict_names_the_best_the_margin_and_the_test():
                       long_rows("COV-CD", 10, {"a": A_VALUES, "b": equal_ish}, higher=True)])
     text = verdict(leaderboard(rows, 10), rows, ["a", "b"], 10)
     pvalue = stats.ttest_rel(A_VALUES, B_VALUES).pvalue
-    assert "over 2 headline metrics, the best method is a on 1, b on 1" in text
+    assert ("over the 2 headline metrics that rank methods, the best method is a on 1, b on 1"
+            in text)
     assert (f"On MMD-CD, a (3 mm^2) is 10 mm^2 (76.9 %) lower than b (13 mm^2), a significant "
             f"difference (paired t-test, p = {pvalue:.2g})") in text
     assert "On COV-CD, b" in text and "not significant" in text
     single = verdict(leaderboard(rows[rows["method"] == "a"], 10), rows, ["a"], 10)
-    assert single.startswith("Only a ran")
+    assert single.startswith("At 10 sampling steps, a is the only ranked method")
+    assert "On MMD-CD, a scores 3 mm^2." in single
+
+
+def test_the_verdict_calls_no_method_better_than_the_oracle():
+    rows = pd.concat([long_rows("MMD-CD", 10, {"a": A_VALUES, "b": B_VALUES,
+                                               "oracle": [6.0, 6.5, 7.0, 6.5, 6.0]})])
+    text = verdict(leaderboard(rows, 10, ["a", "b"]), rows, ["a", "b"], 10)
+    assert "On MMD-CD, a (3 mm^2) scores better than the oracle" in text
+    assert "no method is called better on it" in text
+    assert "over the 0 headline metrics" in text
+    gaps = gap_closed(pd.concat([rows, long_rows("MMD-CD", 10, {"floor": [21.0] * 5})]), 10,
+                      ["a", "b"], "floor", "oracle")
+    # a: (a - 21) / (oracle - 21) per seed; b likewise, paired by seed.
+    expected = np.mean([(a - 21) / (o - 21) for a, o in zip(A_VALUES, [6, 6.5, 7, 6.5, 6])])
+    assert stat(gaps, "a", "MMD-CD", "mean") == pytest.approx(100 * expected)
+    assert stat(gaps, "a", "MMD-CD", "unit") == "%"

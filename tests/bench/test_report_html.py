@@ -53,7 +53,7 @@ def report_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SKULLBENCH_CACHE", str(folder / "cache"))
         config = load_config("ci", ["dataset.n=60", "dataset.resolution=32",
-                                    "methods=[gaussian, train-copy]", "seeds=2",
+                                    "methods=[otfm]", "train.steps=30", "seeds=2",
                                     "sampling.steps=[1, 2]", "sampling.n_samples=8",
                                     "metrics.points=128", "metrics.exclude=[pointflow-emd]",
                                     "metrics.params.ms-ssim-diversity.pairs=2",
@@ -81,8 +81,8 @@ def test_tables_and_images_render_in_headless_chromium(report_dir):
     probe = report_dir / "render-check.html"
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     report = rendered(probe)
-    sections = ["headline", "distribution", "volumetric", "privacy", "anatomy", "robustness",
-                "downstream"]
+    sections = ["headline", "gap", "distribution", "volumetric", "privacy", "anatomy",
+                "robustness", "downstream"]
     assert report["tables"] == len(sections) + 1  # and the closest training/sample pairs
     assert report["tables_drawn"] == report["tables"]
     assert report["viewport"] == WIDTH
@@ -111,5 +111,5 @@ def test_the_page_opens_with_the_verdict_and_the_headline_table(report_dir):
     page = (report_dir / "index.html").read_text()
     verdict = page.index('<p class="verdict">')
     assert verdict < page.index("<h2>headline</h2>") < page.index("<h2>distribution</h2>")
-    assert "the best method is" in page[verdict:page.index("</p>", verdict)]
+    assert "otfm is the only ranked method" in page[verdict:page.index("</p>", verdict)]
     assert "reconstruction Dice" in page and "samples closest to a training skull" in page

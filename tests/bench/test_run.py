@@ -64,20 +64,26 @@ def nan_method():
 
 
 def test_grid_runs_caches_and_reports(tmp_path):
-    config = load_config("ci", TINY + ["methods=[gaussian, train-copy]"])
+    config = load_config("ci", TINY + ["methods=[otfm, train-copy]", "train.steps=30"])
     out = tmp_path / "run"
     first = run_benchmark(config, out, quiet=True)
-    assert [o.status for o in first] == ["done"] * 5  # real-train + 2 methods x 2 seeds
+    # oracle, oracle-rep, gaussian and train-copy (references) and otfm, 2 seeds each
+    assert [o.cell.method for o in first[::2]] == ["oracle", "oracle-rep", "gaussian",
+                                                   "train-copy", "otfm"]
+    assert [o.status for o in first] == ["done"] * 10
     again = run_benchmark(config, out, quiet=True)
-    assert [o.status for o in again] == ["cached"] * 5
+    assert [o.status for o in again] == ["cached"] * 10
     rows = collect_results(RunFolder(out))
     assert list(rows.columns) == RESULT_COLUMNS
-    assert set(rows["method"]) == {"gaussian", "train-copy", "real-train"}
+    assert set(rows["method"]) == {"otfm", "train-copy", "oracle", "oracle-rep", "gaussian"}
     assert {"distribution", "anatomy", "privacy", "volumetric", "downstream"} <= set(rows["group"])
-    # Decoded pca reconstructions of training skulls sit closer to the training
-    # set than fresh samples of the fitted Gaussian do.
+    # References are scored at the largest step budget only.
+    assert set(rows[rows["method"] == "oracle"]["steps"]) == {2}
+    assert set(rows[rows["method"] == "otfm"]["steps"]) == {1, 2}
+    # Copies of (pca reconstructions of) training skulls sit closer to the training set
+    # than fresh real skulls do.
     dcr = rows[rows["metric"] == "DCR-ratio-Dice"].groupby("method")["value"].mean()
-    assert dcr["train-copy"] < dcr["gaussian"]
+    assert dcr["train-copy"] < dcr["oracle"]
     per_sample = pd.concat(pd.read_csv(p) for p in (out / "cells").glob(f"*/{DCR_FILE}"))
     assert list(per_sample.columns) == DCR_COLUMNS
     generated = per_sample[per_sample["set"] == "generated"]
@@ -87,14 +93,12 @@ def test_grid_runs_caches_and_reports(tmp_path):
         ["method", "seed", "steps"])["value"]
     np.testing.assert_allclose(medians.sort_index(), summary.sort_index(), rtol=1e-9)
     summary = summary_table(out).splitlines()
-    assert [cell.strip() for cell in summary[0].split("|")[2:5]] == [
-        "gaussian", "train-copy", "real-train"]
+    assert [cell.strip() for cell in summary[0].split("|")[2:7]] == [
+        "otfm", "oracle", "oracle-rep", "gaussian", "train-copy"]
     metrics_shown = [line.split("|")[1].strip() for line in summary[2:]]
     assert metrics_shown == ["1-NNA-CD ↓ [%]", "COV-CD ↑ [%]", "MMD-CD ↓ [mm^2]",
                              "failure-rate ↓ [%]", "synthetic:align-rot-err-deg ↓ [deg]",
                              "synthetic:completion-dice ↑"]
-    real_train = [line.split("|")[4].strip() for line in summary[2:]]
-    assert real_train[:4] == ["–"] * 4  # no samples: no distribution or failure figures
     paths = write_report(out)
     tables = {p.name: p.read_bytes() for p in paths if p.suffix in (".md", ".csv", ".tex")
               and p.name != "timings.csv"}
@@ -144,22 +148,23 @@ def test_shards_split_the_grid_and_merge_into_one_run(tmp_path):
     shards = [plan_cells(["a", "b"], 3, (i, 3)) for i in (1, 2, 3)]
     assert sorted(c for s in shards for c in s) == sorted(cells)
     assert not set(shards[0]) & set(shards[1])
-    config = load_config("ci", TINY + ["methods=[gaussian, train-copy]", "seeds=1"])
+    config = load_config("ci", TINY + ["methods=[train-copy]", "references=[gaussian]",
+                                       "seeds=2", "downstream.enabled=false"])
     run = tmp_path / "run"
     run_benchmark(config, run, (2, 2), quiet=True)
     plan = json.loads((run / PLAN_FILE).read_text())["cells"]
-    assert [name.rsplit("-", 1)[0] for name in plan] == ["real-train-s0", "gaussian-s0",
-                                                         "train-copy-s0"]
-    assert RunFolder(run).unfinished() == plan[:2]  # shard 1's: the reference and gaussian
+    assert [name.rsplit("-", 1)[0] for name in plan] == ["gaussian-s0", "gaussian-s1",
+                                                         "train-copy-s0", "train-copy-s1"]
+    assert RunFolder(run).unfinished() == plan[::2]  # shard 1's: cells 1 and 3
     run_benchmark(config, run, (1, 2), quiet=True)
     assert json.loads((run / PLAN_FILE).read_text())["cells"] == plan
     assert RunFolder(run).unfinished() == []
     rows = collect_results(RunFolder(run))
-    assert set(rows["method"]) == {"real-train", "gaussian", "train-copy"}
+    assert set(rows["method"]) == {"gaussian", "train-copy"}
 
 
 def test_changed_config_does_not_reuse_old_cells(tmp_path):
-    base = TINY + ["methods=[gaussian]", "seeds=1", "downstream.enabled=false"]
+    base = TINY + ["methods=[gaussian]", "references=[]", "seeds=1", "downstream.enabled=false"]
     run_benchmark(load_config("ci", base), tmp_path / "run", quiet=True)
     outcomes = run_benchmark(load_config("ci", base + ["sampling.n_samples=6"]),
                              tmp_path / "run", quiet=True)
@@ -167,14 +172,14 @@ def test_changed_config_does_not_reuse_old_cells(tmp_path):
     assert len(list((tmp_path / "run" / "cells").iterdir())) == 2
     # The old cell stays on disk, but the report reads the current plan's cell only.
     rows = collect_results(RunFolder(tmp_path / "run"))
-    assert len(rows[(rows["metric"] == "MMD-CD") & (rows["steps"] == 1)]) == 1
+    assert len(rows[(rows["metric"] == "MMD-CD") & (rows["steps"] == 2)]) == 1
     write_report(tmp_path / "run", formats=("md",))
     timings = pd.read_csv(tmp_path / "run" / "report" / "timings.csv")
     assert timings["cell"].nunique() == 1
 
 
 def test_a_run_with_another_seed_and_method_reuses_the_cells_it_shares(tmp_path):
-    base = TINY + ["methods=[gaussian]", "seeds=1", "downstream.enabled=false"]
+    base = TINY + ["methods=[gaussian]", "references=[]", "seeds=1", "downstream.enabled=false"]
     run_benchmark(load_config("ci", base), tmp_path / "run", quiet=True)
     grown = load_config("ci", base + ["methods=[gaussian, train-copy]", "seeds=2"])
     outcomes = run_benchmark(grown, tmp_path / "run", quiet=True)
@@ -184,14 +189,15 @@ def test_a_run_with_another_seed_and_method_reuses_the_cells_it_shares(tmp_path)
 
 
 def test_parallel_cells_give_the_same_files_as_one_at_a_time(tmp_path):
-    settings = TINY + ["methods=[otfm, gaussian]", "train.steps=30", "downstream.n_test=2"]
+    settings = TINY + ["methods=[otfm]", "references=[gaussian]", "train.steps=30",
+                       "downstream.n_test=2"]
     runs = {}
     for jobs in (1, 2):
         runs[jobs] = tmp_path / f"jobs{jobs}" / "run"  # one name: it is a column of the rows
         outcomes = run_benchmark(load_config("ci", settings + [f"jobs={jobs}"]), runs[jobs],
                                  quiet=True)
-        assert [o.cell.label for o in outcomes] == ["real-train-s0", "otfm-s0", "otfm-s1",
-                                                    "gaussian-s0", "gaussian-s1"]
+        assert [o.cell.label for o in outcomes] == ["gaussian-s0", "gaussian-s1", "otfm-s0",
+                                                    "otfm-s1"]
         assert {o.status for o in outcomes} == {"done"}
     plans = [json.loads((runs[jobs] / PLAN_FILE).read_text())["cells"] for jobs in (1, 2)]
     assert plans[0] == plans[1]  # jobs is not part of a cell's hash
@@ -222,18 +228,32 @@ def test_an_edit_to_the_code_changes_the_fingerprint(tmp_path):
     assert len(code_fingerprint()) == 64
 
 
-def test_downstream_references_frame_the_methods(tmp_path):
-    config = load_config("ci", TINY + ["methods=[train-copy]", "seeds=1"])
+def test_references_are_scored_at_every_seed_and_ordered_by_the_metrics(tmp_path):
+    """oracle ahead of gaussian ahead of mean-skull, at 20 against 20 skulls and 2 seeds.
+
+    Measured (seed means): MMD-CD 242.7 / 246.1 / 261.6 mm^2, KMMD-pca 0.005 / 0.020 /
+    0.293. At this size 1-NNA-CD and COV-CD put mean-skull last but do not separate the
+    oracle from the gaussian (47.5 against 55 %, 47.5 against 52.5 %, CIs of about 60
+    points): a finding about small sets, which the audit measures, not asserted here.
+    """
+    config = load_config("ci", TINY + [
+        "dataset.n=200", "sampling.n_samples=20", "metrics.points=256", "methods=[mean-skull]",
+        "references=[oracle, gaussian]", "downstream.enabled=false"])
     outcomes = run_benchmark(config, tmp_path / "run", quiet=True)
-    assert [o.cell.label for o in outcomes] == ["real-train-s0", "gaussian-floor-s0",
-                                                "train-copy-s0"]
+    assert [o.cell.label for o in outcomes] == ["oracle-s0", "oracle-s1", "gaussian-s0",
+                                                "gaussian-s1", "mean-skull-s0", "mean-skull-s1"]
+    assert RunFolder(tmp_path / "run").references() == ["oracle", "gaussian", "mean-skull"]
     rows = collect_results(RunFolder(tmp_path / "run"))
-    for reference in ("real-train", "gaussian-floor"):
-        own = rows[rows["method"] == reference]
-        assert set(own["group"]) == {"downstream"}
-        assert own["metric"].str.startswith("synthetic:").all()
-        assert "synthetic:completion-dice" in set(own["metric"])
-    # With gaussian among the methods, its own cells are the floor.
-    with_gaussian = load_config("ci", TINY + ["methods=[gaussian]", "seeds=1"])
-    labels = [o.cell.label for o in run_benchmark(with_gaussian, tmp_path / "g", quiet=True)]
-    assert labels == ["real-train-s0", "gaussian-s0"]
+    means = rows.groupby(["metric", "method"])["value"].mean()
+    assert means["MMD-CD", "gaussian"] - means["MMD-CD", "oracle"] > 1.0
+    assert means["MMD-CD", "mean-skull"] - means["MMD-CD", "gaussian"] > 5.0
+    assert means["KMMD-pca", "gaussian"] - means["KMMD-pca", "oracle"] > 0.005
+    assert means["KMMD-pca", "mean-skull"] - means["KMMD-pca", "gaussian"] > 0.1
+    assert means["1-NNA-CD", "mean-skull"] > max(means["1-NNA-CD", "oracle"],
+                                                 means["1-NNA-CD", "gaussian"])
+
+
+def test_a_method_among_the_references_is_refused(tmp_path):
+    config = load_config("ci", TINY + ["references=[otfm]"])
+    with pytest.raises(BenchError, match="config references: 'otfm' is not a reference"):
+        run_benchmark(config, tmp_path / "run", quiet=True)

@@ -99,8 +99,9 @@ def fitted_cell(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SKULLBENCH_CACHE", str(folder / "cache"))
         config = load_config("ci", ["dataset.n=60", f"dataset.resolution={R}",
-                                    "methods=[gaussian]", "seeds=1", "sampling.steps=[1]",
-                                    "sampling.n_samples=4", "metrics.points=128",
+                                    "methods=[gaussian]", "references=[]", "seeds=1",
+                                    "sampling.steps=[1]",
+                                    "sampling.n_samples=6", "metrics.points=128",
                                     "metrics.exclude=[pointflow-emd]",
                                     "metrics.params.ms-ssim-diversity.pairs=2",
                                     "downstream.enabled=false"])

@@ -15,7 +15,7 @@ import torch
 
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.conformance import (METHOD_CHECKS, ContractError, check_method,
-                               check_method_sample_index)
+                               check_method_sample_index, checks_for)
 from bench.core.registry import load_plugin
 from bench.core.training import TrainConfig
 from methods import registry
@@ -57,9 +57,14 @@ def test_every_method_is_listed_in_the_registry(name):
     assert dataclasses.is_dataclass(cls.Params)
 
 
-@pytest.mark.parametrize("check", METHOD_CHECKS, ids=lambda check: check.__name__)
-def test_the_method_contract(name, check):
-    check(make(name))
+BUILT_IN_CASES = [(name, check) for name in REGISTERED
+                  for check in checks_for(registry.create_method(name, **SMALL.get(name, {})))]
+
+
+@pytest.mark.parametrize("method_name, check", BUILT_IN_CASES + [(TOY, c) for c in METHOD_CHECKS],
+                         ids=lambda value: getattr(value, "__name__", value))
+def test_the_method_contract(method_name, check):
+    check(make(method_name))
 
 
 @pytest.mark.parametrize("voxel_name", VOXEL_METHODS)

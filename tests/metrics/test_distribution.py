@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from bench.core.errors import BenchError
-from metrics.distribution import (PointFlowChamfer, PointFlowEMD, coverage,
+from metrics.distribution import (PointFlowChamfer, PointFlowEMD, coverage, equal_size_scores,
                                   minimum_matching_distance, one_nna, pointflow_scores)
 from metrics.distances import compute_distance_matrices
 from metrics.pointsets import sample_surface_points
@@ -174,3 +174,25 @@ def test_a_generated_set_of_empty_volumes_scores_worst():
               **scores(PointFlowEMD(points=16), reference, empty, points_per_shape=64)}
     assert values == {"MMD-CD": np.inf, "COV-CD": 0.0, "1-NNA-CD": 100.0,
                       "MMD-EMD": np.inf, "COV-EMD": 0.0, "1-NNA-EMD": 100.0}
+
+
+def test_set_metrics_are_scored_at_equal_sizes():
+    """Two sets of one distribution, 6 reference against 24 generated points on a line.
+
+    By exchangeability, a point's nearest neighbour is any of the others with equal
+    probability: 1-NNA is 5/11 = 45.5 % in expectation at 6 against 6, and
+    (6 * 5/29 + 24 * 23/29) / 30 = 66.9 % when the 24 are scored as they are.
+    """
+    rng = np.random.default_rng(0)
+    equal, raw = [], []
+    for repeat in range(300):
+        ref, gen = rng.normal(size=6), rng.normal(size=24)
+        cross = np.abs(ref[:, None] - gen[None])
+        ref_ref, gen_gen = np.abs(ref[:, None] - ref), np.abs(gen[:, None] - gen)
+        equal.append(equal_size_scores("CD", cross, ref_ref, gen_gen, 1, repeat)["1-NNA-CD"])
+        raw.append(one_nna(cross, ref_ref, gen_gen))
+    assert np.mean(equal) == pytest.approx(100 * 5 / 11, abs=4.0)  # about 4 standard errors
+    assert np.mean(raw) == pytest.approx(100 * 582 / 870, abs=4.0)
+    square = np.abs(rng.normal(size=(5, 5)))
+    assert equal_size_scores("CD", square, square, square, 3, 0) == pointflow_scores(
+        "CD", square, square, square)

@@ -1,8 +1,8 @@
 """synthskull: procedural craniofacial skeletons built on the fsaverage inner skull."""
 
-from bench.data.synthskull.anatomy import CLASS_NAMES, CLASS_PRIOR, SkullParameters
+from bench.data.synthskull.anatomy import CLASS_NAMES, CLASS_PRIOR, SkullParameters, SynthskullPrior
 from bench.data.synthskull.generator import (LANDMARK_NAMES, Subject, generate_subject,
-                                             make_dataset)
+                                             generate_subjects, make_dataset)
 
 __all__ = ["CLASS_NAMES", "CLASS_PRIOR", "LANDMARK_NAMES", "SkullParameters", "Subject",
-           "generate_subject", "make_dataset"]
+           "SynthskullPrior", "generate_subject", "generate_subjects", "make_dataset"]

@@ -77,13 +77,44 @@ class SkullParameters:
         return asdict(self)
 
 
-def sample_parameters(rng: np.random.Generator) -> SkullParameters:
-    """Draw one subject's parameters from the documented distribution."""
-    label = CLASS_NAMES[rng.choice(len(CLASS_NAMES), p=CLASS_PRIOR)]
+@dataclass(frozen=True)
+class SynthskullPrior:
+    """The distribution that subjects are drawn from; the default is the documented one.
+
+    The metric audit changes it to corrupt the ground truth in known ways,
+    without changing which random numbers a subject draws, so that subject
+    (seed, index) under a changed prior is the same skull with other parameters.
+
+    Attributes:
+        class_prior: probability of each of :data:`CLASS_NAMES` (sums to 1).
+        spread: every continuous parameter's deviation from its mean is
+            multiplied by this (0: all at their means; 2: twice the spread).
+        asymmetry_shift: added to every subject's vault asymmetry (relative
+            bump amplitude; the documented sd is 0.012).
+    """
+
+    class_prior: tuple[float, ...] = CLASS_PRIOR
+    spread: float = 1.0
+    asymmetry_shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        prior = np.asarray(self.class_prior, dtype=np.float64)
+        if len(prior) != len(CLASS_NAMES) or (prior < 0).any() or not np.isclose(prior.sum(), 1):
+            raise ValueError(f"class_prior must be {len(CLASS_NAMES)} probabilities summing to "
+                             f"1, got {self.class_prior}")
+        if self.spread < 0:
+            raise ValueError(f"spread must be 0 or more, got {self.spread}")
+
+
+def sample_parameters(rng: np.random.Generator,
+                      prior: SynthskullPrior = SynthskullPrior()) -> SkullParameters:
+    """Draw one subject's parameters from ``prior`` (by default the documented distribution)."""
+    label = CLASS_NAMES[rng.choice(len(CLASS_NAMES), p=prior.class_prior)]
     values = {}
     for name, (mean, sd) in CONTINUOUS.items():
-        values[name] = mean + sd * float(np.clip(rng.standard_normal(), -TRUNCATION_SD,
-                                                 TRUNCATION_SD))
+        values[name] = mean + prior.spread * sd * float(np.clip(rng.standard_normal(),
+                                                                -TRUNCATION_SD, TRUNCATION_SD))
+    values["asymmetry"] += prior.asymmetry_shift
     side = 1 if rng.random() < 0.5 else -1
     severity = float(rng.uniform(0.6, 1.0))
     return SkullParameters(label=label, side=side, severity=severity, **values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 from scipy import ndimage
@@ -18,7 +19,8 @@ from scipy import ndimage
 from bench.data.dataset import SkullDataset, assign_split
 from bench.data.grid import FIELD_OF_VIEW_MM, MAX_RESOLUTION, MIN_RESOLUTION
 from bench.data.synthskull.anatomy import (CLASS_NAMES, NASION_HEIGHT_MM, Skull,
-                                           SkullParameters, build_skull, sample_parameters)
+                                           SkullParameters, SynthskullPrior, build_skull,
+                                           sample_parameters)
 from bench.data.synthskull.shapes import occupied, paint
 from bench.data.synthskull.template import load_template
 from bench.core.errors import BenchError
@@ -47,11 +49,12 @@ class Subject:
     landmarks: dict[str, np.ndarray]
 
 
-def generate_subject(seed: int, index: int, resolution: int, mandible: bool = True) -> Subject:
+def generate_subject(seed: int, index: int, resolution: int, mandible: bool = True,
+                     prior: SynthskullPrior = SynthskullPrior()) -> Subject:
     """Generate subject ``index`` of dataset ``seed`` at grid size ``resolution``."""
     _check_resolution(resolution)
     rng = np.random.default_rng([seed, index])
-    skull = build_skull(sample_parameters(rng), load_template())
+    skull = build_skull(sample_parameters(rng, prior), load_template())
     cranium = _largest_component(
         paint(skull.cranium, resolution, FIELD_OF_VIEW_MM, FRANKFORT_ORIGIN_MM))
     volume = cranium
@@ -71,13 +74,7 @@ def make_dataset(n: int, resolution: int, seed: int = 0, mandible: bool = True,
     """
     if n < 1:
         raise BenchError(f"synthskull: n must be at least 1, got {n}")
-    _check_resolution(resolution)
-    task = functools.partial(generate_subject, seed, resolution=resolution, mandible=mandible)
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            subjects = list(pool.map(task, range(n), chunksize=max(n // (4 * workers), 1)))
-    else:
-        subjects = [task(i) for i in range(n)]
+    subjects = generate_subjects(seed, range(n), resolution, mandible, workers=workers)
     ids = [f"synthskull-{seed}-{i:05d}" for i in range(n)]
     labels = np.array([CLASS_NAMES.index(s.parameters.label) for s in subjects])
     landmarks = {k: np.stack([s.landmarks[k] for s in subjects]) for k in LANDMARK_NAMES}
@@ -93,6 +90,21 @@ def make_dataset(n: int, resolution: int, seed: int = 0, mandible: bool = True,
                         subject_ids=ids, split=assign_split(ids, labels, seed=seed),
                         labels=labels, class_names=CLASS_NAMES, landmarks=landmarks,
                         field_of_view_mm=FIELD_OF_VIEW_MM, manifest=manifest)
+
+
+def generate_subjects(seed: int, indices: Iterable[int], resolution: int, mandible: bool = True,
+                      prior: SynthskullPrior = SynthskullPrior(), workers: int = 1
+                      ) -> list[Subject]:
+    """:func:`generate_subject` for each index, in ``workers`` processes (same result)."""
+    _check_resolution(resolution)
+    indices = list(indices)
+    task = functools.partial(generate_subject, seed, resolution=resolution, mandible=mandible,
+                             prior=prior)
+    if workers > 1 and len(indices) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunk = max(len(indices) // (4 * workers), 1)
+            return list(pool.map(task, indices, chunksize=chunk))
+    return [task(i) for i in indices]
 
 
 def _check_resolution(resolution: int) -> None:
