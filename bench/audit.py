@@ -59,7 +59,7 @@ from bench.representations import Representation  # noqa: E402
 from bench.run import check_run, fitted_representation  # noqa: E402
 from bench.store import RunFolder, code_fingerprint, environment, write_table  # noqa: E402
 from bench.workers import run_in_workers, thread_budget  # noqa: E402
-from downstream.protocol import DownstreamConfig, synthetic_rows  # noqa: E402
+from downstream.protocol import SYNTHETIC, DownstreamConfig, train_and_evaluate  # noqa: E402
 from metrics.base import Metric  # noqa: E402
 from metrics.inputs import ReferenceSet  # noqa: E402
 from metrics.robustness import seed_summary  # noqa: E402
@@ -231,9 +231,9 @@ def prepare_audit(config: RunConfig, run: RunFolder, chosen: list[Metric], seeds
 
 def _scorer(context: AuditContext, folder: Path) -> Callable[[AuditItem], str]:
     by_name = {corruption.name: corruption for corruption in CORRUPTIONS}
-    downstream = DownstreamConfig(tasks=context.config.downstream.tasks,
-                                  params=context.config.downstream.params,
-                                  n_test=context.config.downstream.n_test,
+    settings = context.config.downstream
+    downstream = DownstreamConfig(tasks=settings.tasks, params=settings.params,
+                                  n_test=settings.n_test, few_real=settings.few_real,
                                   device=context.config.device)
 
     def score(item: AuditItem) -> str:
@@ -243,9 +243,10 @@ def _scorer(context: AuditContext, folder: Path) -> Callable[[AuditItem], str]:
             volumes = by_name[item.corruption].make(context, item.severity, item.seed)
         values = evaluate(context.reference, volumes, item.seed, context.metrics).values
         if context.config.downstream.enabled:
-            values += [dataclasses.replace(value, name=f"synthetic:{value.name}")
-                       for _, value in synthetic_rows(volumes, context.dataset.subset("test"),
-                                                      item.seed, downstream)]
+            scored = train_and_evaluate(SYNTHETIC, volumes, context.dataset.subset("test"),
+                                        item.seed, downstream)
+            values += [dataclasses.replace(value, name=f"{SYNTHETIC}:{value.name}")
+                       for _, value in scored.rows]
         frame = pd.DataFrame([[item.corruption, item.severity, item.seed, v.group, v.name,
                                v.value, v.higher_is_better, v.unit] for v in values],
                              columns=COLUMNS)

@@ -26,7 +26,7 @@ from bench.data.dataset import SPLITS
 from bench.core.training import TrainConfig
 from methods.backbones import BackboneConfig
 
-PRESETS = ("ci", "quick", "paper64")
+PRESETS = ("ci", "quick", "downstream", "paper64")
 DEFAULT_PRESET = "quick"
 
 
@@ -105,17 +105,20 @@ class DownstreamSettings:
     """The downstream stage: tasks trained on each cell's samples, tested on real skulls.
 
     ``steps`` is the sampling budget whose samples train the tasks (None: the
-    largest); ``n_test`` the number of held-out skulls scored.
+    largest); ``n_test`` the number of held-out skulls scored; ``few_real`` the
+    real training skulls of the augmented rows (a data-poor clinic's).
     """
 
     enabled: bool = True
-    tasks: tuple[str, ...] = ("alignment", "completion")
+    tasks: tuple[str, ...] = ("alignment", "implant")
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_test: int = 30
+    few_real: int = 20
     steps: int | None = None
 
     def __post_init__(self) -> None:
         _at_least("downstream.n_test", self.n_test, 1)
+        _at_least("downstream.few_real", self.few_real, 1)
         if self.steps is not None:
             _at_least("downstream.steps", self.steps, 1)
 
@@ -136,7 +139,8 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     representation: RepresentationConfig = field(default_factory=RepresentationConfig)
     methods: tuple[str, ...] = ("otfm", "ddpm")
-    references: tuple[str, ...] = ("oracle", "oracle-rep", "gaussian")
+    references: tuple[str, ...] = ("oracle", "oracle-rep", "gaussian", "mean-skull",
+                                   "train-copy")
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int = 5
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

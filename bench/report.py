@@ -28,16 +28,22 @@ from bench.core.errors import BenchError
 from bench.core.io import atomic_path
 from bench.core.values import GROUPS
 from bench.report_html import write_html
-from bench.store import PLAN_FILE, RESULT_COLUMNS, TIMINGS_FILE, RunFolder, write_table
-from bench.tables import gap_closed, leaderboard, numeric_table, render_table, text_table
+from bench.store import (CASES_FILE, PLAN_FILE, RESULT_COLUMNS, TIMINGS_FILE, RunFolder,
+                         write_table)
+from downstream.protocol import AUGMENTED, SYNTHETIC
+from bench.tables import (STATISTICS, case_bootstrap, discrimination, gap_closed, leaderboard,
+                          numeric_table, render_table, text_table)
 from bench.verdict import verdict
 from metrics.robustness import robustness_values, step_robustness
 
 FORMATS = ("md", "csv", "tex", "html")
 HEADLINE = "headline"
-# The floor and the ceiling whose gap the headline places each method in.
+# The floor and the ceiling whose gap the headline places each method in, and the floors
+# a downstream metric must separate from the ceiling to rank methods.
 FLOOR, CEILING = "gaussian", "oracle-rep"
+DISCRIMINATION_FLOORS = ("gaussian", "mean-skull")
 GAP_SECTION = "gap"
+CASES_SECTION = "downstream-cases"
 
 
 class Catalogue:
@@ -114,24 +120,68 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
     catalogue = Catalogue(run.catalogue())
     everything = with_robustness(rows, steps, catalogue)
     methods, ranked = columns(run, everything)
+    unranked = undiscriminating(everything, steps)
     headline = headline_rows(everything, catalogue)
     gaps = gap_closed(headline, steps, ranked, FLOOR, CEILING)
-    tables = [("headline", leaderboard(headline, steps, ranked))] if len(headline) else []
+    tables = ([("headline", leaderboard(headline, steps, ranked, frozenset(unranked)))]
+              if len(headline) else [])
     if len(gaps):
         tables.append((GAP_SECTION, gaps))
-    tables += [(group, leaderboard(everything[everything["group"] == group], steps, ranked))
+    tables += [(group, leaderboard(everything[everything["group"] == group], steps, ranked,
+                                   frozenset(unranked)))
                for group in GROUPS if (everything["group"] == group).any()]
+    bootstrap = case_table(run, everything)
+    if len(bootstrap):
+        tables.append((CASES_SECTION, bootstrap))
+    unranked_sections = ("headline", GAP_SECTION, CASES_SECTION)
     written = [_write_format(out_dir / f"{name}.{style}", table,
                              ranked if name == GAP_SECTION else methods, style,
-                             ranked=name not in ("headline", GAP_SECTION))
+                             ranked=name not in unranked_sections)
                for name, table in tables for style in formats]
     written.append(_write_timings(run, out_dir))
     if "html" in formats:
-        text = (verdict(tables[0][1], everything, ranked, steps, gaps, FLOOR, CEILING)
-                if headline.size else "")
+        text = (verdict(tables[0][1], everything, ranked, steps, gaps, FLOOR, CEILING,
+                        unranked) if headline.size else "")
         written.append(write_html(run, out_dir, everything, tables, methods, ranked, text,
-                                  steps, catalogue.tagged("nfe", everything["metric"])))
+                                  steps, catalogue.tagged("nfe", everything["metric"]),
+                                  unranked))
     return written
+
+
+def undiscriminating(rows: pd.DataFrame, steps: int) -> dict[str, str]:
+    """The downstream metrics left out of the ranking, with why: those whose samples-only
+    row does not separate the oracle-rep ceiling from the gaussian and mean-skull floors
+    by more than 3 times the larger seed CI (:func:`bench.tables.discrimination`); an
+    augmented row shares the verdict of its samples-only row."""
+    downstream = rows[(rows["group"] == "downstream") & (rows["seed"] >= 0)]
+    failing = discrimination(leaderboard(downstream, steps), CEILING, DISCRIMINATION_FLOORS)
+    unranked = {metric: reason for metric, reason in failing.items()
+                if metric.startswith(f"{SYNTHETIC}:")}
+    for metric in set(downstream["metric"]):
+        training, _, name = metric.partition(":")
+        if training == AUGMENTED and f"{SYNTHETIC}:{name}" in unranked:
+            unranked[metric] = f"as {SYNTHETIC}:{name}"
+    return unranked
+
+
+def case_table(run: RunFolder, rows: pd.DataFrame) -> pd.DataFrame:
+    """The bootstrap over test cases of the tasks trained on samples alone, as statistics
+    (:func:`bench.tables.case_bootstrap`; ``n_seeds`` holds the number of cases)."""
+    files = run.planned_files(CASES_FILE)
+    if not files:
+        return pd.DataFrame()
+    cases = pd.concat([pd.read_csv(path) for path in files], ignore_index=True)
+    cases = cases[cases["training_set"] == SYNTHETIC].assign(
+        metric=lambda frame: SYNTHETIC + ":" + frame["metric"])
+    if cases.empty:
+        return pd.DataFrame()
+    boot = case_bootstrap(cases)
+    info = rows.drop_duplicates("metric").set_index("metric")
+    boot = boot[boot["metric"].isin(info.index)]
+    return boot.assign(n_seeds=boot.pop("n_cases"),
+                       higher_is_better=boot["metric"].map(info["higher_is_better"]),
+                       unit=boot["metric"].map(info["unit"]), rank=np.nan, best=False,
+                       differs=False)[STATISTICS]
 
 
 def headline_rows(rows: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:

@@ -31,6 +31,8 @@ from metrics.robustness import seed_summary  # noqa: E402
 CLOSEST_PAIRS = 10
 GAP_TITLE = ("share of the gap from the gaussian floor to the oracle-rep ceiling that each "
              "method closes (per seed, then mean ± 95 % CI)")
+CASES_TITLE = ("downstream, tasks trained on the samples: mean over test cases and seeds ± "
+               "the 95 % bootstrap interval over test cases (its upper half)")
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
          "table{border-collapse:collapse;margin-bottom:1em}"
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -40,7 +42,8 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
 
 def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
                tables: list[tuple[str, pd.DataFrame]], methods: list[str], ranked: list[str],
-               verdict: str, steps: int, nfe_metrics: list[str]) -> Path:
+               verdict: str, steps: int, nfe_metrics: list[str],
+               unranked: dict[str, str]) -> Path:
     """Write ``index.html`` with its PNGs into ``out_dir``; returns the page's path.
 
     Args:
@@ -53,6 +56,7 @@ def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
         verdict: the generated verdict paragraph.
         steps: the step budget of the tables.
         nfe_metrics: the metrics plotted against NFE.
+        unranked: metrics shown but ranking nobody, with why.
     """
     references = [method for method in methods if method not in ranked]
     parts = [f"<h1>skull-bench: {html.escape(run.name)}</h1>",
@@ -63,13 +67,20 @@ def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
                 if references else "") + "</p>",
              f'<p class="verdict">{html.escape(verdict)}</p>']
     for section, table in tables:
-        title = GAP_TITLE if section == "gap" else section
+        title = {"gap": GAP_TITLE, "downstream-cases": CASES_TITLE}.get(section, section)
         parts.append(f"<h2>{html.escape(title)}</h2>")
         shown = ranked if section == "gap" else methods
-        parts.append(render_table(text_table(table, "html", shown,
-                                             ranked=section not in ("headline", "gap")), "html"))
+        ranked_section = section not in ("headline", "gap", "downstream-cases")
+        parts.append(render_table(text_table(table, "html", shown, ranked=ranked_section),
+                                  "html"))
         if section == "headline":
             parts.append(_reference_facts(run.reference_facts()))
+        if section == "downstream" and unranked:
+            parts.append("<p>Not ranked, since the samples-only rows do not separate the "
+                         "oracle-rep ceiling from the gaussian and mean-skull floors by more "
+                         "than 3 times the larger seed CI:</p><ul>" + "".join(
+                             f"<li>{html.escape(metric)}: {html.escape(reason)}</li>"
+                             for metric, reason in sorted(unranked.items())) + "</ul>")
     for name in _nfe_plots(rows[rows["seed"] >= 0], nfe_metrics, out_dir):
         parts.append(f'<h2>{html.escape(name[4:-4])} against NFE</h2><img src="{name}" '
                      f'alt="{html.escape(name[4:-4])} against NFE">')

@@ -51,7 +51,8 @@ from bench.representations import Representation, get_representation, reconstruc
 from bench.store import DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, result_rows
 from bench.workers import run_in_workers, thread_budget
 from downstream.base import get_task
-from downstream.protocol import DownstreamConfig, cell_rows, synthetic_rows
+from downstream.protocol import (AUGMENTED, FEW_REAL, SYNTHETIC, DownstreamConfig, Scored,
+                                 baseline_rows, few_real_rows, sample_rows)
 from methods.base import METHODS, FitConfig, Method
 from methods.registry import create_method, get_method
 from metrics.base import Metric
@@ -59,7 +60,8 @@ from metrics.diversity import MSSSIMDiversity, ms_ssim_diversity
 from metrics.inputs import ReferenceSet
 from metrics.privacy import closest_records
 
-DOWNSTREAM_TRAINING_SETS = ("synthetic", "real+synthetic")
+DOWNSTREAM_TRAINING_SETS = (SYNTHETIC, AUGMENTED)
+BASELINES = "baselines"
 # The reference set of the smallest committed audit (leaderboards/audit/ci: the 23 skulls of
 # the test split of the ci preset's 240); below it the audit's detection thresholds are not
 # known.
@@ -110,10 +112,29 @@ def reference_names(config: RunConfig) -> list[str]:
 
 
 def grid(config: RunConfig, shard: tuple[int, int] | None = None) -> list[Cell]:
-    """Every cell of the run, references first, or shard i of n of them."""
+    """Every cell of the run, references first, then the methods, then (with downstream)
+    the few-real cells of every seed and the one cell of the tasks' baselines; or shard i
+    of n of them."""
     references = reference_names(config)
     learners = [name for name in config.methods if name not in references]
-    return plan_cells(references + learners, config.seeds, shard)
+    cells = plan_cells(references + learners, config.seeds)
+    if config.downstream.enabled:
+        cells += [Cell(FEW_REAL, seed) for seed in range(config.seeds)] + [Cell(BASELINES, 0)]
+    if shard is None:
+        return cells
+    index, count = shard
+    return cells[index - 1::count]
+
+
+def unranked_names(config: RunConfig) -> list[str]:
+    """Every pseudo-method of the run that is shown but never ranked: the references,
+    the few-real rows and the tasks' baselines."""
+    names = reference_names(config)
+    if config.downstream.enabled:
+        names.append(FEW_REAL)
+        for task in config.downstream.tasks:
+            names += list(get_task(task).baseline_names)
+    return names
 
 
 @contextlib.contextmanager
@@ -164,7 +185,8 @@ def _references() -> list[str]:
 def _downstream_config(config: RunConfig) -> DownstreamConfig:
     settings = config.downstream
     return DownstreamConfig(tasks=settings.tasks, params=settings.params,
-                            n_test=settings.n_test, device=config.device)
+                            n_test=settings.n_test, few_real=settings.few_real,
+                            device=config.device)
 
 
 @dataclass
@@ -206,7 +228,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     with thread_budget(config.threads):
         context = prepare_run(config, RunFolder(out_dir), chosen, quiet or config.jobs > 1)
         context.run.write_plan([context.folder(cell) for cell in grid(config)],
-                               context.references)
+                               unranked_names(config))
         cells = grid(config, shard)
         progress = tqdm(total=len(cells), desc="cells", disable=quiet, unit="cell")
         if config.jobs == 1:
@@ -353,8 +375,9 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
         return CellOutcome(cell, "cached")
     folder.start(cell, context.representation_path.relative_to(context.run.path).as_posix())
     timings: dict[str, float] = {}
+    produce = {FEW_REAL: _few_real_cell, BASELINES: _baselines_cell}.get(cell.method, _cell_rows)
     try:
-        folder.write_results(_cell_rows(context, cell, folder, timings))
+        folder.write_results(produce(context, cell, folder, timings))
     except BenchError as error:
         return CellOutcome(cell, "failed", folder.record_failure(cell, error), timings)
     finally:
@@ -381,25 +404,58 @@ def _cell_rows(context: RunContext, cell: Cell, folder: CellFolder,
     if config.downstream.enabled:
         steps = max(budgets) if reference else config.downstream.steps or max(budgets)
         volumes, nfe = _samples(context, method, cell, steps, folder, timings)
-        frames.append(_downstream_frame(context, cell, steps, nfe, volumes, reference, timings))
+        frames.append(_downstream_frame(context, cell, steps, nfe, volumes, reference, folder,
+                                        timings))
     folder.write_dcr(pd.concat(dcr_frames, ignore_index=True))
     return pd.concat(frames, ignore_index=True)
 
 
 def _downstream_frame(context: RunContext, cell: Cell, steps: int, nfe: int,
-                      volumes: np.ndarray, reference: bool,
+                      volumes: np.ndarray, reference: bool, folder: CellFolder,
                       timings: dict[str, float]) -> pd.DataFrame:
-    """The tasks trained on the samples (``synthetic:*``) and, for a method, on the real
-    training split plus the samples (``real+synthetic:*``)."""
+    """The tasks trained on the samples (``synthetic:*``) and, for a method, on a few real
+    training skulls plus the samples (``augmented:*``)."""
     train, test = context.dataset.subset("train").volumes, context.dataset.subset("test")
     with timed(timings, "downstream"):
-        if reference:
-            rows = synthetic_rows(volumes, test, cell.seed, context.downstream)
-        else:
-            rows = cell_rows(volumes, train, test, cell.seed, context.downstream)
+        scored = sample_rows(volumes, train, test, cell.seed, context.downstream,
+                             augmented=not reference)
+    return _scored_frame(context, cell, steps, nfe, scored, folder)
+
+
+def _scored_frame(context: RunContext, cell: Cell, steps: int, nfe: int, scored: Scored,
+                  folder: CellFolder) -> pd.DataFrame:
+    """Result rows of downstream values, named ``<training set>:<metric>``; the per-case
+    scores go to the cell's cases file."""
     values = [dataclasses.replace(value, name=f"{training}:{value.name}")
-              for training, value in rows]
+              for training, value in scored.rows]
+    folder.write_cases(scored.cases.assign(run=context.run.name, method=cell.method,
+                                           seed=cell.seed, steps=steps))
     return result_rows(context.run.name, cell, steps, nfe, values)
+
+
+def _few_real_cell(context: RunContext, cell: Cell, folder: CellFolder,
+                   timings: dict[str, float]) -> pd.DataFrame:
+    """The tasks trained on the few real skulls of this seed alone."""
+    steps = max(context.config.sampling.steps)
+    with timed(timings, "downstream"):
+        scored = few_real_rows(context.dataset.subset("train").volumes,
+                               context.dataset.subset("test"), cell.seed, context.downstream)
+    return _scored_frame(context, cell, steps, 0, scored, folder)
+
+
+def _baselines_cell(context: RunContext, cell: Cell, folder: CellFolder,
+                    timings: dict[str, float]) -> pd.DataFrame:
+    """Every task's baselines (identity pose, ICP), each under its own method name."""
+    steps = max(context.config.sampling.steps)
+    with timed(timings, "downstream"):
+        found = baseline_rows(context.dataset.subset("train").volumes,
+                              context.dataset.subset("test"), cell.seed, context.downstream)
+    frames = [result_rows(context.run.name, Cell(name, cell.seed), steps, 0,
+                          [dataclasses.replace(value, name=f"{training}:{value.name}")
+                           for training, value in rows])
+              for name, rows in found.items()]
+    return pd.concat(frames, ignore_index=True) if frames else result_rows(
+        context.run.name, cell, steps, 0, [])
 
 
 def _fitted_method(context: RunContext, cell: Cell, folder: CellFolder,

@@ -21,6 +21,7 @@ Layout::
         samples-stepsS.npz     decoded samples per step budget
         dcr.csv                per-sample DCRs and nearest training skulls (the report's
                                histograms and closest pairs)
+        downstream-cases.csv   per-test-case scores of the tasks (the report's bootstrap)
         results.csv            the cell's rows, written last: its presence means done
         failed.json            why the cell failed (NaN loss, bad samples, ...)
         timings.json           wall-clock seconds per stage (kept out of results)
@@ -65,6 +66,7 @@ CELL_FILE = "cell.json"
 FIT_FILE = "fit.json"
 METHOD_FILE = "method.pt"
 DCR_FILE = "dcr.csv"
+CASES_FILE = "downstream-cases.csv"
 FAILED_FILE = "failed.json"
 TIMINGS_FILE = "timings.json"
 REFERENCE_EXAMPLES = "reference-examples.npz"
@@ -197,6 +199,10 @@ class CellFolder:
 
     def write_dcr(self, frame: pd.DataFrame) -> None:
         write_table(self.path / DCR_FILE, frame)
+
+    def write_cases(self, frame: pd.DataFrame) -> None:
+        """Per-test-case downstream scores (the report's bootstrap over test cases)."""
+        write_table(self.path / CASES_FILE, frame)
 
     def write_results(self, frame: pd.DataFrame) -> None:
         """The cell's rows; written last, so that their presence marks the cell done."""

@@ -28,8 +28,8 @@ STATISTICS = ["method", "metric", "mean", "ci_low", "ci_high", "n_seeds", "highe
 MEAN_RANK = "mean rank"
 
 
-def leaderboard(rows: pd.DataFrame, steps: int, ranked: list[str] | None = None
-                ) -> pd.DataFrame:
+def leaderboard(rows: pd.DataFrame, steps: int, ranked: list[str] | None = None,
+                unranked_metrics: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Statistics of every (method, metric) of ``rows`` at step budget ``steps``.
 
     Args:
@@ -37,6 +37,8 @@ def leaderboard(rows: pd.DataFrame, steps: int, ranked: list[str] | None = None
         steps: the step budget whose rows are summarised.
         ranked: the methods that compete (rank, best, paired test); the others
             (references) keep NaN ranks. None ranks every method.
+        unranked_metrics: metrics shown but ranking nobody (they failed a check
+            such as :func:`discrimination`).
 
     Returns:
         One row per (method, metric) with the columns of :data:`STATISTICS`,
@@ -50,6 +52,8 @@ def leaderboard(rows: pd.DataFrame, steps: int, ranked: list[str] | None = None
         means = frame.set_index("method")["mean"]
         if ranked is not None:
             means = means[means.index.isin(ranked)]
+        if metric in unranked_metrics:
+            means = means.iloc[:0]
         finite = means.dropna()
         best = (finite.idxmax() if higher else finite.idxmin()) if len(finite) else None
         ranks = means.rank(ascending=not higher, method="min")
@@ -205,3 +209,71 @@ def gap_closed(rows: pd.DataFrame, steps: int, methods: list[str], floor: str,
     out = summary.rename(columns={"n": "n_seeds"}).assign(rank=np.nan, best=False,
                                                           differs=False)
     return out[STATISTICS].sort_values(["metric", "method"]).reset_index(drop=True)
+
+
+def discrimination(table: pd.DataFrame, ceiling: str, floors: tuple[str, ...],
+                   factor: float = 3.0) -> dict[str, str]:
+    """Metrics of ``table`` that do not separate the ceiling from every floor, with why.
+
+    A metric discriminates when, for each floor, the ceiling's mean is better
+    than the floor's (in the metric's direction) by more than ``factor`` times
+    the larger of the two 95 % CI half-widths over seeds.
+
+    Args:
+        table: statistics (:func:`leaderboard`) that hold the ceiling and floor rows.
+        ceiling: e.g. ``"oracle-rep"``.
+        floors: e.g. ``("gaussian", "mean-skull")``.
+
+    Returns:
+        metric -> the reason it fails, for the metrics that fail (missing
+        references make no failure: nothing is known).
+    """
+    failing = {}
+    for metric, frame in table.groupby("metric", sort=True):
+        rows = frame.set_index("method")
+        if ceiling not in rows.index:
+            continue
+        top = rows.loc[ceiling]
+        sign = 1.0 if bool(top["higher_is_better"]) else -1.0
+        for floor in floors:
+            if floor not in rows.index:
+                continue
+            bottom = rows.loc[floor]
+            half = np.nanmax([top["ci_high"] - top["mean"], bottom["ci_high"] - bottom["mean"],
+                              0.0])
+            gap = sign * (top["mean"] - bottom["mean"])
+            if not gap > factor * half:
+                failing[metric] = (f"{ceiling} {top['mean']:.4g} against {floor} "
+                                   f"{bottom['mean']:.4g}: a gap of {gap:.3g}, not more than "
+                                   f"{factor:g} x the larger CI ({half:.3g})")
+                break
+    return failing
+
+
+def case_bootstrap(cases: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Mean and 95 % bootstrap interval over test cases of per-case scores.
+
+    For each (method, metric), the per-case scores of every seed form a
+    (cases x seeds) table; a resample draws the test cases with replacement
+    (the same draw for every seed, as the seeds meet the same cases) and takes
+    the mean over cases and seeds; the interval is the 2.5th to 97.5th
+    percentile of ``resamples`` such means, drawn with a generator seeded by
+    ``seed``.
+
+    Args:
+        cases: columns method, seed, metric, case, value (the cells' cases files).
+
+    Returns:
+        Columns method, metric, mean, ci_low, ci_high, n_cases.
+    """
+    records = []
+    for (method, metric), frame in cases.groupby(["method", "metric"], sort=True):
+        grid = frame.pivot_table(index="case", columns="seed", values="value").to_numpy()
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(grid), size=(resamples, len(grid)))
+        means = np.array([np.nanmean(grid[draw]) for draw in draws])
+        records.append({"method": method, "metric": metric, "mean": float(np.nanmean(grid)),
+                        "ci_low": float(np.percentile(means, 2.5)),
+                        "ci_high": float(np.percentile(means, 97.5)), "n_cases": len(grid)})
+    return pd.DataFrame(records, columns=["method", "metric", "mean", "ci_low", "ci_high",
+                                          "n_cases"])

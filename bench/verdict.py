@@ -23,7 +23,8 @@ ORACLE = "oracle"
 
 
 def verdict(table: pd.DataFrame, rows: pd.DataFrame, methods: list[str], steps: int,
-            gaps: pd.DataFrame | None = None, floor: str = "", ceiling: str = "") -> str:
+            gaps: pd.DataFrame | None = None, floor: str = "", ceiling: str = "",
+            unranked: dict[str, str] | None = None) -> str:
     """The verdict paragraph over the headline metrics of ``table``.
 
     Args:
@@ -34,6 +35,8 @@ def verdict(table: pd.DataFrame, rows: pd.DataFrame, methods: list[str], steps: 
         steps: the step budget of the table, for the wording.
         gaps: :func:`bench.tables.gap_closed` of the headline metrics, or None.
         floor, ceiling: the references the gaps run between, for the wording.
+        unranked: metrics that rank no method (they failed the discrimination
+            rule), with why.
     """
     picked = table[table["method"].isin(methods)].dropna(subset=["mean"])
     if picked.empty:
@@ -41,7 +44,12 @@ def verdict(table: pd.DataFrame, rows: pd.DataFrame, methods: list[str], steps: 
     alone = picked["method"].nunique() == 1
     oracle = table[table["method"] == ORACLE].set_index("metric")
     sentences, wins = [], {method: 0 for method in methods}
+    unranked = unranked or {}
     for metric, frame in picked.groupby("metric", sort=True):
+        if metric in unranked:
+            sentences.append(f"{metric} ranks no method: it does not separate a perfect "
+                             f"generator's samples from the floors ({unranked[metric]}).")
+            continue
         higher = bool(frame["higher_is_better"].iloc[0])
         ordered = frame.sort_values("mean", ascending=not higher)
         best = ordered.iloc[0]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from bench.data.dataset import SkullDataset
@@ -64,6 +65,11 @@ class Task(ABC):
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
     metrics: ClassVar[tuple[ValueSpec, ...]] = ()
+    baseline_names: ClassVar[tuple[str, ...]] = ()
+    """The names :meth:`baselines` returns (known before it runs, for the run's plan)."""
+    cases_: pd.DataFrame | None = None
+    """Per-test-case scores of the last ``evaluate`` (columns case, metric, value), for the
+    report's bootstrap over test cases; None for a task that keeps none."""
 
     def __init__(self, params: _Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
@@ -129,6 +135,18 @@ class Task(ABC):
     def failed_values(cls) -> list[MetricValue]:
         """Every metric as NaN: the rows of a task that could not be trained."""
         return cls.metric_values({spec.name: float("nan") for spec in cls.metrics})
+
+    def baselines(self, train: np.ndarray, test: SkullDataset, seed: int
+                  ) -> dict[str, dict[str, float]]:
+        """Models that learn nothing from samples, reported once per run beside the methods
+        and never ranked: name -> metric name -> value. None by default.
+
+        Args:
+            train: bool (N, R, R, R), the real training skulls.
+            test: the real test skulls the task is scored on.
+            seed: fixes the test perturbations, as in :meth:`evaluate`.
+        """
+        return {}
 
     def _check_params(self) -> None:
         """Raise BenchError for a hyperparameter outside its allowed values."""

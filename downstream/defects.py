@@ -2,9 +2,10 @@
 
 SkullBreak makes a defect from a main sphere and smaller secondary spheres,
 smooths their union by morphological opening and a smooth elastic
-deformation, and removes the bone inside; its defect types are bilateral,
-fronto-orbital, parietotemporal and random. This generator follows that
-recipe on the common grid (our own parameters, not SkullBreak's):
+deformation, and removes the bone inside; its five defect types are
+bilateral, fronto-orbital, parietotemporal, random_1 and random_2 (two
+independent random defects). This generator follows that recipe on the
+common grid (our own parameters, not SkullBreak's):
 
 1. Vault. Only bone of the cranial vault may be removed: bone whose height z
    is above the *vault floor*, ``vault_depth_mm`` (75 mm) below the highest
@@ -18,8 +19,8 @@ recipe on the common grid (our own parameters, not SkullBreak's):
    y anterior, z superior; jittered by about 8 degrees, side random):
    bilateral (0, 0.6, 0.8), on the midline between forehead and vertex;
    frontoorbital (+-0.4, 0.9, -0.3), low on one side of the forehead;
-   parietotemporal (+-1, -0.15, 0), on one side; random: uniform on the
-   directions with z >= -0.2. The main sphere's centre is the vault voxel
+   parietotemporal (+-1, -0.15, 0), on one side; random_1 and random_2:
+   uniform on the directions with z >= -0.2. The main sphere's centre is the vault voxel
    closest in angle to that direction.
 3. Shape. Main sphere radius uniform in the type's range (``RADII_MM``);
    2 to 5 secondary spheres of 0.35 to 0.6 times that radius centred on the
@@ -34,7 +35,7 @@ recipe on the common grid (our own parameters, not SkullBreak's):
    volume ratio and the shape drawn again (at most ``max_tries`` times).
    Measured medians (10th to 90th percentile) on 60 synthskull skulls at 64^3:
    bilateral 33 mL (20 to 44), frontoorbital 12 (7 to 17), parietotemporal
-   28 (20 to 38), random 19 (10 to 30).
+   28 (20 to 38), random 19 (10 to 30), the same for both random types.
 
 Every draw comes from the generator passed in, so a (volume, kind, seed)
 always gives the same defect.
@@ -50,9 +51,10 @@ from scipy import ndimage
 from bench.data.grid import axis_centers_mm
 from bench.core.errors import BenchError
 
-DEFECT_KINDS = ("bilateral", "frontoorbital", "parietotemporal", "random")
+DEFECT_KINDS = ("bilateral", "frontoorbital", "parietotemporal", "random_1", "random_2")
 RADII_MM = {"bilateral": (32.0, 45.0), "frontoorbital": (22.0, 32.0),
-            "parietotemporal": (30.0, 42.0), "random": (20.0, 38.0)}
+            "parietotemporal": (30.0, 42.0), "random_1": (20.0, 38.0),
+            "random_2": (20.0, 38.0)}
 """Range of the main sphere's radius per type, mm."""
 DIRECTION_JITTER = 0.12
 """Standard deviation of the noise added to a type's unit direction (about 8 degrees)."""
@@ -190,7 +192,7 @@ def _defect_centre(vault_points: np.ndarray, kind: str, rng: np.random.Generator
     centroid, to the type's direction; the normal points from the centroid to it.
     """
     side = rng.choice((-1.0, 1.0))
-    if kind == "random":
+    if kind.startswith("random"):
         while True:
             direction = rng.standard_normal(3)
             direction /= np.linalg.norm(direction)

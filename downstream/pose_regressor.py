@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from downstream.poses import (jitter_points, rotation_6d_to_matrix, sample_rotations,
-                              sample_translations)
+from downstream.poses import (crop_field_of_view, jitter_points, rotation_6d_to_matrix,
+                              sample_rotations, sample_translations)
 
 SCALE_MM = 100.0
 """Points enter the network divided by this (a skull spans about 2 units)."""
@@ -105,40 +105,47 @@ def alignment_loss(rotation: torch.Tensor, translation: torch.Tensor, posed: tor
 
 def train_regressor(surfaces: list[np.ndarray], voxel_size_mm: float, *, width: int,
                     steps: int, batch_size: int, n_points: int, learning_rate: float,
-                    max_rotation_deg: float | None, max_translation_mm: float, seed: int,
+                    max_rotation_deg: float | None, max_translation_mm: float,
+                    lower_cut_mm: float, upper_cut_mm: float, seed: int,
                     device: torch.device) -> tuple[PoseRegressor, list[float]]:
     """Fit a :class:`PoseRegressor` to surface clouds posed on the fly; return it and its losses.
 
     Every step draws (from ``numpy.random.default_rng(seed)``) ``batch_size``
-    skulls, ``n_points`` jittered surface points of each and a pose per skull
-    (rotations as in :func:`~downstream.poses.sample_rotations` with
-    ``max_rotation_deg``, None for any rotation); Adam with cosine decay.
-    The whole-surface centroid and moments of a posed skull follow exactly from
-    its canonical ones: R c + t and R C R^T (the jitter adds the isotropic
-    voxel_size^2 / 12 to C, which turns with nothing).
+    skulls, a partial field of view of each (as the test scans have, see
+    :func:`~downstream.poses.crop_field_of_view`), ``n_points`` jittered
+    points of it and a pose per skull (rotations as in
+    :func:`~downstream.poses.sample_rotations` with ``max_rotation_deg``, None
+    for any rotation); Adam with cosine decay. The centroid and moments of a
+    posed crop follow exactly from its canonical ones: R c + t and R C R^T
+    (the jitter adds the isotropic voxel_size^2 / 12 to C, which turns with
+    nothing).
     """
     rng = np.random.default_rng(seed)
+    jitter = np.eye(3) * voxel_size_mm ** 2 / 12
     summaries = [cloud_moments(s) for s in surfaces]
-    centroids = np.array([c for c, _ in summaries])
-    moments = np.array([m for _, m in summaries]) + np.eye(3) * voxel_size_mm ** 2 / 12
     rows, cols = np.triu_indices(3)
-    mean_moments = moments[:, rows, cols].mean(0) / SCALE_MM ** 2
+    mean_moments = np.mean([m[rows, cols] for _, m in summaries], axis=0) / SCALE_MM ** 2
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global state untouched
         torch.manual_seed(seed)
-        model = PoseRegressor(width, centroids.mean(0), mean_moments).to(device)
+        model = PoseRegressor(width, np.mean([c for c, _ in summaries], axis=0),
+                              mean_moments).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
     losses = []
     with cpu_threads(1 if device.type == "cpu" else None):
         for _ in range(steps):
-            chosen = rng.integers(0, len(surfaces), batch_size)
-            canonical = np.stack([sample_points(surfaces[i], n_points, voxel_size_mm, rng)
-                                  for i in chosen])
+            crops = [crop_field_of_view(surfaces[i], lower_cut_mm, upper_cut_mm, rng)
+                     for i in rng.integers(0, len(surfaces), batch_size)]
+            crop_summaries = [cloud_moments(crop) for crop in crops]
+            canonical = np.stack([sample_points(crop, n_points, voxel_size_mm, rng)
+                                  for crop in crops])
             rotation = sample_rotations(batch_size, max_rotation_deg, rng)
             translation = sample_translations(batch_size, max_translation_mm, rng)
             posed = canonical @ np.swapaxes(rotation, 1, 2) + translation[:, None]
-            centroid = (rotation @ centroids[chosen][:, :, None])[:, :, 0] + translation
-            posed_moments = rotation @ moments[chosen] @ np.swapaxes(rotation, 1, 2)
+            centroids = np.array([c for c, _ in crop_summaries])
+            moments = np.array([m for _, m in crop_summaries]) + jitter
+            centroid = (rotation @ centroids[:, :, None])[:, :, 0] + translation
+            posed_moments = rotation @ moments @ np.swapaxes(rotation, 1, 2)
             canonical_t, posed_t, centroid_t, moments_t = (
                 torch.as_tensor(a, dtype=torch.float32, device=device)
                 for a in (canonical, posed, centroid, posed_moments))

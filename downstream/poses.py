@@ -185,3 +185,53 @@ def landmark_error_mm(landmarks: np.ndarray, rotation_true: np.ndarray,
     counts = known.sum(axis=1)
     sums = np.where(known, errors, 0.0).sum(axis=1)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def crop_field_of_view(points: np.ndarray, lower_cut_mm: float, upper_cut_mm: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """A scan's partial field of view: the canonical cloud (M, 3) cut below and above.
+
+    The bone below ``z_min + u_1 lower_cut_mm`` (the mandible and lower face,
+    by a random amount) and above ``z_max - u_2 upper_cut_mm`` (the vertex) is
+    removed, u_1 and u_2 uniform in [0, 1], so that a scan's centroid and
+    second moments no longer give its pose away. At least a tenth of the points
+    are kept.
+    """
+    z = points[:, 2]
+    low = z.min() + rng.uniform() * lower_cut_mm
+    high = z.max() - rng.uniform() * upper_cut_mm
+    kept = points[(z >= low) & (z <= high)]
+    return kept if len(kept) >= max(len(points) // 10, 1) else points
+
+
+def plane_angle_error_deg(normals: np.ndarray, rotation_true: np.ndarray,
+                          rotation_est: np.ndarray) -> np.ndarray:
+    """Angle between each canonical plane normal and where the estimate leaves it, degrees.
+
+    A canonical direction v ends at R_est^T R v after posing with the true
+    rotation and undoing with the estimate; the plane's error is the angle
+    between the two normals, sign-free (a plane has no orientation).
+
+    Args:
+        normals: (n, 3) unit normals in the canonical frame.
+        rotation_true, rotation_est: (n, 3, 3).
+    """
+    moved = np.einsum("nji,njk,nk->ni", rotation_est, rotation_true, normals)
+    cosine = np.abs(np.einsum("ni,ni->n", moved, normals))
+    return np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0)))
+
+
+def frankfort_normals(landmarks: dict[str, np.ndarray]) -> np.ndarray:
+    """Unit normals (n, 3) of the Frankfort horizontal planes fitted to each subject's
+    porions and orbitales (least squares); NaN for a subject that lacks them."""
+    names = ("porion_left", "porion_right", "orbitale_left", "orbitale_right")
+    if not all(name in landmarks for name in names):
+        raise KeyError("porions and orbitales")
+    points = np.stack([landmarks[name] for name in names], axis=1)
+    normals = np.full((len(points), 3), np.nan)
+    for i, subject in enumerate(points):
+        known = subject[np.isfinite(subject).all(axis=1)]
+        if len(known) >= 3:
+            normal = np.linalg.svd(known - known.mean(0))[2][-1]
+            normals[i] = normal * np.sign(normal[2] or 1.0)
+    return normals

@@ -1,28 +1,22 @@
 """Train on synthetic, test on real: the downstream rows of a run.
 
-For each cell (method, seed), every task is trained on the method's samples
-and evaluated on real held-out skulls; beside it, the same task trained on
-other sets gives the reference rows:
+For each cell (method or reference, seed) every task is trained on the
+cell's samples and evaluated on real held-out skulls; for a method, also on
+a few real skulls plus the samples, the case of a data-poor clinic:
 
-    training set      trained on                                   computed
-    synthetic         the method's samples                         per cell
-    real+synthetic    the real training split and the samples      per cell
-    real              the real training split (the ceiling)        once per run
-    gaussian          the gaussian baseline's samples (the floor)  once per run
+    training set   trained on                                        computed
+    synthetic      the samples                                       every cell
+    augmented      ``few_real`` (20) real training skulls + samples  every method cell
+    augmented      the same few real skulls alone (``few-real``)     once per seed
+    (baselines)    what a task needs no samples for (``identity``,   once per run
+                   ``icp``: :meth:`downstream.base.Task.baselines`)
 
-Every function returns ``(training_set, MetricValue)`` pairs; the caller adds
-run, method, seed and steps to make result rows. The test skulls are the
-first ``n_test`` (30) subjects of the test split in dataset order, the same
-for every method and seed; the seed fixes the training draws and the test
-perturbations (poses, defects), so cells with one seed are paired.
-
-Cost (``tests/performance/test_downstream_cost.py``): on 2 CPU cores shared
-with other work (load average about 8), 64^3 synthskull, 100 real training
-skulls, 100 samples and 30 test skulls, one cell (``synthetic`` and
-``real+synthetic`` rows) took 19 to 21 s and the ``real`` rows of one seed
-6 to 8 s: the regressor's 300 steps about 2.5 s, ICP on 30 skulls about 1.4 s,
-the shape model's fit 0.2 to 1.6 s and its 30 completions with scoring
-1.2 to 2.5 s per training set.
+Every function returns ``(training_set, MetricValue)`` pairs and the tasks'
+per-test-case scores; the caller adds run, method, seed and steps. The test
+skulls are the first ``n_test`` of the test split in dataset order, the same
+for every method and seed; the seed fixes the training draws, the few real
+skulls and the test perturbations (poses, cuts, defects), so cells with one
+seed are paired.
 """
 
 from __future__ import annotations
@@ -31,16 +25,20 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
 import downstream.alignment  # noqa: F401  (registers the task)
-import downstream.completion  # noqa: F401  (registers the task)
-from bench.data.dataset import SkullDataset
+import downstream.implant  # noqa: F401  (registers the task)
 from bench.core.errors import BenchError
-from downstream.base import DegenerateTrainingSet, create_task, get_task
 from bench.core.values import MetricValue
+from bench.data.dataset import SkullDataset
+from downstream.base import DegenerateTrainingSet, create_task, get_task
 
-TRAINING_SETS = ("synthetic", "real+synthetic", "real", "gaussian")
+SYNTHETIC = "synthetic"
+AUGMENTED = "augmented"
+FEW_REAL = "few-real"
+_FEW_STREAM = 0xF3_7
 Rows = list[tuple[str, MetricValue]]
 
 
@@ -52,16 +50,18 @@ class DownstreamConfig:
         tasks: registered task names, in row order.
         params: task name -> hyperparameter overrides (e.g. ``{"alignment": {"steps": 300}}``).
         n_test: test skulls used (the first ones of the test split).
+        few_real: real training skulls of the augmented rows.
         device: where the tasks' networks train and run.
     """
 
-    tasks: tuple[str, ...] = ("alignment", "completion")
+    tasks: tuple[str, ...] = ("alignment", "implant")
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     n_test: int = 30
+    few_real: int = 20
     device: str = "cpu"
 
     def check(self) -> None:
-        """Raise BenchError for unknown tasks, unknown parameters or a bad n_test."""
+        """Raise BenchError for unknown tasks, unknown parameters or bad counts."""
         for name in self.tasks:
             get_task(name)
         for name, overrides in self.params.items():
@@ -69,8 +69,27 @@ class DownstreamConfig:
                 raise BenchError(f"downstream params given for task {name!r}, which is not "
                                  f"among the tasks {list(self.tasks)}")
             create_task(name, **overrides)
-        if isinstance(self.n_test, bool) or not isinstance(self.n_test, int) or self.n_test < 1:
-            raise BenchError(f"downstream n_test must be a positive integer, got {self.n_test!r}")
+        for key in ("n_test", "few_real"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BenchError(f"downstream {key} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class Scored:
+    """The rows of one training set's tasks, and their per-test-case scores.
+
+    Attributes:
+        rows: (training set, value) pairs.
+        cases: columns training_set, task, case, metric, value.
+    """
+
+    rows: Rows
+    cases: pd.DataFrame
+
+    def __add__(self, other: "Scored") -> "Scored":
+        return Scored(self.rows + other.rows,
+                      pd.concat([self.cases, other.cases], ignore_index=True))
 
 
 def evaluation_set(test: SkullDataset, n_test: int) -> SkullDataset:
@@ -78,8 +97,14 @@ def evaluation_set(test: SkullDataset, n_test: int) -> SkullDataset:
     return test.select(np.arange(min(n_test, len(test))))
 
 
+def few_real(train: np.ndarray, seed: int, count: int) -> np.ndarray:
+    """``count`` real training skulls, drawn without replacement with the seed."""
+    rng = np.random.default_rng([_FEW_STREAM, seed])
+    return train[np.sort(rng.choice(len(train), min(count, len(train)), replace=False))]
+
+
 def train_and_evaluate(training_set: str, volumes: np.ndarray, test: SkullDataset, seed: int,
-                       config: DownstreamConfig = DownstreamConfig()) -> Rows:
+                       config: DownstreamConfig = DownstreamConfig()) -> Scored:
     """Every task trained on ``volumes`` (N, R, R, R) and scored on the evaluation set.
 
     A task that cannot learn from the volumes (:class:`DegenerateTrainingSet`,
@@ -89,6 +114,7 @@ def train_and_evaluate(training_set: str, volumes: np.ndarray, test: SkullDatase
     test = evaluation_set(test, config.n_test)
     device = torch.device(config.device)
     rows: Rows = []
+    cases = []
     for name in config.tasks:
         task = create_task(name, **config.params.get(name, {}))
         try:
@@ -97,38 +123,42 @@ def train_and_evaluate(training_set: str, volumes: np.ndarray, test: SkullDatase
             values = task.failed_values()
         else:
             values = task.evaluate(test, seed, device)
+            if task.cases_ is not None:
+                cases.append(task.cases_.assign(training_set=training_set, task=name))
         rows.extend((training_set, value) for value in values)
-    return rows
+    frame = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(
+        columns=["case", "metric", "value", "training_set", "task"])
+    return Scored(rows, frame)
 
 
-def synthetic_rows(synthetic: np.ndarray, test: SkullDataset, seed: int,
-                   config: DownstreamConfig = DownstreamConfig()) -> Rows:
-    """Tasks trained on one method's samples (N, R, R, R): the ``synthetic`` rows."""
-    return train_and_evaluate("synthetic", synthetic, test, seed, config)
+def sample_rows(samples: np.ndarray, real_train: np.ndarray, test: SkullDataset, seed: int,
+                config: DownstreamConfig, augmented: bool) -> Scored:
+    """The rows of one cell: tasks trained on the samples, and with ``augmented`` on the
+    few real skulls plus the samples."""
+    scored = train_and_evaluate(SYNTHETIC, samples, test, seed, config)
+    if augmented:
+        mixed = np.concatenate([few_real(real_train, seed, config.few_real),
+                                np.asarray(samples, dtype=bool)])
+        scored = scored + train_and_evaluate(AUGMENTED, mixed, test, seed, config)
+    return scored
 
 
-def mixed_rows(real_train: np.ndarray, synthetic: np.ndarray, test: SkullDataset, seed: int,
-               config: DownstreamConfig = DownstreamConfig()) -> Rows:
-    """Tasks trained on the real training split plus the samples: ``real+synthetic`` rows."""
-    volumes = np.concatenate([np.asarray(real_train, dtype=bool),
-                              np.asarray(synthetic, dtype=bool)])
-    return train_and_evaluate("real+synthetic", volumes, test, seed, config)
+def few_real_rows(real_train: np.ndarray, test: SkullDataset, seed: int,
+                  config: DownstreamConfig) -> Scored:
+    """The tasks trained on the few real skulls alone, filed with the augmented rows."""
+    return train_and_evaluate(AUGMENTED, few_real(real_train, seed, config.few_real), test,
+                              seed, config)
 
 
-def real_rows(real_train: np.ndarray, test: SkullDataset, seed: int,
-              config: DownstreamConfig = DownstreamConfig()) -> Rows:
-    """Tasks trained on the real training split: the ``real`` rows (the ceiling)."""
-    return train_and_evaluate("real", real_train, test, seed, config)
-
-
-def gaussian_rows(gaussian: np.ndarray, test: SkullDataset, seed: int,
-                  config: DownstreamConfig = DownstreamConfig()) -> Rows:
-    """Tasks trained on the gaussian baseline's samples: the ``gaussian`` rows (the floor)."""
-    return train_and_evaluate("gaussian", gaussian, test, seed, config)
-
-
-def cell_rows(synthetic: np.ndarray, real_train: np.ndarray, test: SkullDataset, seed: int,
-              config: DownstreamConfig = DownstreamConfig()) -> Rows:
-    """The per-cell rows: ``synthetic`` then ``real+synthetic``."""
-    return (synthetic_rows(synthetic, test, seed, config)
-            + mixed_rows(real_train, synthetic, test, seed, config))
+def baseline_rows(real_train: np.ndarray, test: SkullDataset, seed: int,
+                  config: DownstreamConfig) -> dict[str, Rows]:
+    """Every task's baselines (:meth:`~downstream.base.Task.baselines`): name -> rows,
+    filed with the synthetic rows so that they sit beside the methods."""
+    test = evaluation_set(test, config.n_test)
+    found: dict[str, Rows] = {}
+    for name in config.tasks:
+        task = create_task(name, **config.params.get(name, {}))
+        for baseline, values in task.baselines(real_train, test, seed).items():
+            found.setdefault(baseline, []).extend(
+                (SYNTHETIC, value) for value in task.metric_values(values))
+    return found

@@ -26,7 +26,7 @@ from bench.core.volumes import as_binary_volumes
 from metrics.measures import AnatomyMeasures, measure_volumes
 from metrics.distances import DistanceMatrices, compute_distance_matrices
 from metrics.pointsets import DEFAULT_POINTS, PointSets, sample_surface_points
-from metrics.dice import dice_matrix
+from bench.core.dice import dice_matrix
 
 FeatureMap = Callable[[np.ndarray], np.ndarray]
 """Bool volumes (N, R, R, R) to float64 features (N, d); fitted on the training split only."""

@@ -1,6 +1,6 @@
 """Volumetric overlap: Dice of each sample to its nearest training and test skull.
 
-Dice matrices come from the Dice engine (:mod:`metrics.dice`), rows the
+Dice matrices come from the Dice engine (:mod:`bench.core.dice`), rows the
 reference set and columns the generated set.
 """
 

@@ -49,7 +49,7 @@ def test_the_catalogue_declares_every_value(reference):
         assert len(matching) == 1, value.name
         assert matching[0]["group"] == value.group
         assert matching[0]["higher_is_better"] == value.higher_is_better
-    assert any(e["name"] == "synthetic:completion-dice" and "headline" in e["tags"]
+    assert any(e["name"] == "synthetic:implant-dice" and "headline" in e["tags"]
                for e in entries)
 
 

@@ -82,7 +82,7 @@ def test_tables_and_images_render_in_headless_chromium(report_dir):
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     report = rendered(probe)
     sections = ["headline", "gap", "distribution", "volumetric", "privacy", "anatomy",
-                "robustness", "downstream"]
+                "robustness", "downstream", "downstream-cases"]
     assert report["tables"] == len(sections) + 1  # and the closest training/sample pairs
     assert report["tables_drawn"] == report["tables"]
     assert report["viewport"] == WIDTH

@@ -67,15 +67,22 @@ def test_grid_runs_caches_and_reports(tmp_path):
     config = load_config("ci", TINY + ["methods=[otfm, train-copy]", "train.steps=30"])
     out = tmp_path / "run"
     first = run_benchmark(config, out, quiet=True)
-    # oracle, oracle-rep, gaussian and train-copy (references) and otfm, 2 seeds each
-    assert [o.cell.method for o in first[::2]] == ["oracle", "oracle-rep", "gaussian",
-                                                   "train-copy", "otfm"]
-    assert [o.status for o in first] == ["done"] * 10
+    # oracle, oracle-rep, gaussian and train-copy (references) and otfm, 2 seeds each, then
+    # the tasks trained on a few real skulls (each seed) and the tasks' baselines (once)
+    assert [o.cell.method for o in first[:10:2]] == ["oracle", "oracle-rep", "gaussian",
+                                                     "train-copy", "otfm"]
+    assert [o.cell.label for o in first[10:]] == ["few-real-s0", "few-real-s1", "baselines-s0"]
+    assert [o.status for o in first] == ["done"] * 13
     again = run_benchmark(config, out, quiet=True)
-    assert [o.status for o in again] == ["cached"] * 10
+    assert [o.status for o in again] == ["cached"] * 13
     rows = collect_results(RunFolder(out))
     assert list(rows.columns) == RESULT_COLUMNS
-    assert set(rows["method"]) == {"otfm", "train-copy", "oracle", "oracle-rep", "gaussian"}
+    assert set(rows["method"]) == {"otfm", "train-copy", "oracle", "oracle-rep", "gaussian",
+                                   "few-real", "identity", "icp"}
+    assert set(rows[rows["method"] == "few-real"]["metric"].str.split(":").str[0]) == {
+        "augmented"}
+    otfm = rows[(rows["method"] == "otfm") & (rows["group"] == "downstream")]
+    assert set(otfm["metric"].str.split(":").str[0]) == {"synthetic", "augmented"}
     assert {"distribution", "anatomy", "privacy", "volumetric", "downstream"} <= set(rows["group"])
     # References are scored at the largest step budget only.
     assert set(rows[rows["method"] == "oracle"]["steps"]) == {2}
@@ -93,12 +100,13 @@ def test_grid_runs_caches_and_reports(tmp_path):
         ["method", "seed", "steps"])["value"]
     np.testing.assert_allclose(medians.sort_index(), summary.sort_index(), rtol=1e-9)
     summary = summary_table(out).splitlines()
-    assert [cell.strip() for cell in summary[0].split("|")[2:7]] == [
-        "otfm", "oracle", "oracle-rep", "gaussian", "train-copy"]
+    # few-real has augmented rows only, none of them headline
+    assert [cell.strip() for cell in summary[0].split("|")[2:9]] == [
+        "otfm", "oracle", "oracle-rep", "gaussian", "train-copy", "identity", "icp"]
     metrics_shown = [line.split("|")[1].strip() for line in summary[2:]]
     assert metrics_shown == ["1-NNA-CD ↓ [%]", "COV-CD ↑ [%]", "MMD-CD ↓ [mm^2]",
-                             "failure-rate ↓ [%]", "synthetic:align-rot-err-deg ↓ [deg]",
-                             "synthetic:completion-dice ↑"]
+                             "failure-rate ↓ [%]", "synthetic:align-frankfort-deg ↓ [deg]",
+                             "synthetic:implant-dice ↑"]
     paths = write_report(out)
     tables = {p.name: p.read_bytes() for p in paths if p.suffix in (".md", ".csv", ".tex")
               and p.name != "timings.csv"}
@@ -197,7 +205,8 @@ def test_parallel_cells_give_the_same_files_as_one_at_a_time(tmp_path):
         outcomes = run_benchmark(load_config("ci", settings + [f"jobs={jobs}"]), runs[jobs],
                                  quiet=True)
         assert [o.cell.label for o in outcomes] == ["gaussian-s0", "gaussian-s1", "otfm-s0",
-                                                    "otfm-s1"]
+                                                    "otfm-s1", "few-real-s0", "few-real-s1",
+                                                    "baselines-s0"]
         assert {o.status for o in outcomes} == {"done"}
     plans = [json.loads((runs[jobs] / PLAN_FILE).read_text())["cells"] for jobs in (1, 2)]
     assert plans[0] == plans[1]  # jobs is not part of a cell's hash

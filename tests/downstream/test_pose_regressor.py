@@ -44,8 +44,8 @@ def test_loss_is_zero_for_the_true_pose():
 def test_training_lowers_the_loss_and_is_deterministic(train64):
     surfaces = [surface_points_mm(v, 4.0) for v in train64[:10]]
     budget = dict(width=16, steps=40, batch_size=8, n_points=64, learning_rate=3e-3,
-                  max_rotation_deg=30.0, max_translation_mm=20.0, seed=3,
-                  device=torch.device("cpu"))
+                  max_rotation_deg=30.0, max_translation_mm=20.0, lower_cut_mm=60.0,
+                  upper_cut_mm=25.0, seed=3, device=torch.device("cpu"))
     threads = torch.get_num_threads()
     model, losses = train_regressor(surfaces, 4.0, **budget)
     _, again = train_regressor(surfaces, 4.0, **budget)

@@ -32,15 +32,15 @@ class ToyTask(Task):
 
 
 @parametrize_with_checks([create_task("alignment", steps=20, icp_points=200),
-                          create_task("completion", n_components=4)])
+                          create_task("implant")])
 def test_the_task_contract(item, check):
     check(item)
 
 
 def test_registry_holds_both_tasks():
-    assert {"alignment", "completion"} <= set(TASKS.names())
+    assert {"alignment", "implant"} <= set(TASKS.names())
     assert get_task("alignment") is downstream.AlignmentTask
-    assert isinstance(create_task("completion", n_components=4), downstream.CompletionTask)
+    assert isinstance(create_task("implant"), downstream.ImplantTask)
     with pytest.raises(BenchError, match="did you mean 'alignment'"):
         get_task("alignment2")
 

@@ -273,4 +273,4 @@ def test_bench_list_shows_metric_groups_and_presets(capsys):
     assert "1-NNA-CD" in metrics_part and "failure-rate" in metrics_part
     presets_part = out.split("presets (bench run --config NAME):")[1]
     assert [line.split()[0] for line in presets_part.strip().splitlines()
-            if not line.startswith(" " * 5)] == ["ci", "quick", "paper64"]
+            if not line.startswith(" " * 5)] == ["ci", "quick", "downstream", "paper64"]

@@ -25,16 +25,3 @@ def skull_like(resolution, radii, thickness=8.0):
     cranium = shell(resolution, radii, thickness, (0.0, 0.0, 10.0))
     jaw = ellipsoid(resolution, (35.0, 25.0, 12.0), (0.0, 30.0, -radii[2] - 15.0))
     return cranium | jaw
-
-
-def blobs(n, resolution, seed):
-    """n random unions of a few balls, bool (n, R, R, R): overlapping but different volumes."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(resolution)] * 3, indexing="ij"), axis=-1)
-    volumes = np.zeros((n, resolution, resolution, resolution), dtype=bool)
-    for i in range(n):
-        for _ in range(rng.integers(1, 4)):
-            centre = rng.uniform(0.3, 0.7, 3) * resolution
-            radius = rng.uniform(0.1, 0.25) * resolution
-            volumes[i] |= ((grid - centre) ** 2).sum(-1) <= radius ** 2
-    return volumes

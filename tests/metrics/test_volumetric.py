@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 
-from metrics.dice import dice_matrix
+from bench.core.dice import dice_matrix
 from metrics.volumetric import NearestDice, nearest_dice
 from sets import scores
-from shapes import blobs
 
 
-def test_nearest_dice_and_metrics():
+def test_nearest_dice_and_metrics(blobs):
     train = blobs(6, 20, seed=5)
     test = blobs(4, 20, seed=6)
     generated = np.concatenate([train[[4, 1]], blobs(2, 20, seed=7)])

@@ -5,10 +5,9 @@ import pytest
 import torch
 from monai.metrics import compute_dice
 
-import metrics.dice as dice_engine
+import bench.core.dice as dice_engine
 from bench.core.errors import BenchError
-from metrics.dice import dice_matrix, overlap_matrix
-from shapes import blobs
+from bench.core.dice import dice_matrix, overlap_matrix
 
 
 def hand_dice(a, b):
@@ -16,7 +15,7 @@ def hand_dice(a, b):
     return 1.0 if total == 0 else 2.0 * (a & b).sum() / total
 
 
-def test_dice_matrix_matches_monai_and_formula():
+def test_dice_matrix_matches_monai_and_formula(blobs):
     reference = blobs(5, 24, seed=0)
     generated = blobs(4, 24, seed=1)
     dice = dice_matrix(reference, generated)
@@ -31,7 +30,7 @@ def test_dice_matrix_matches_monai_and_formula():
     np.testing.assert_allclose(np.diag(dice[:4]), monai, atol=1e-6)
 
 
-def test_dice_matrix_empty_volumes_follow_monai():
+def test_dice_matrix_empty_volumes_follow_monai(blobs):
     volumes = blobs(2, 16, seed=2)
     empty = np.zeros((1, 16, 16, 16), dtype=bool)
     assert dice_matrix(empty, empty)[0, 0] == 1.0
@@ -41,7 +40,7 @@ def test_dice_matrix_empty_volumes_follow_monai():
     assert float(monai) == 1.0
 
 
-def test_dice_matrix_is_exact_over_many_blocks(monkeypatch):
+def test_dice_matrix_is_exact_over_many_blocks(monkeypatch, blobs):
     reference = blobs(6, 20, seed=3)
     generated = blobs(3, 20, seed=4)
     whole = overlap_matrix(reference, generated)[0]
@@ -52,6 +51,6 @@ def test_dice_matrix_is_exact_over_many_blocks(monkeypatch):
     np.testing.assert_array_equal(whole, expected)
 
 
-def test_dice_matrix_rejects_mismatched_grids():
+def test_dice_matrix_rejects_mismatched_grids(blobs):
     with pytest.raises(BenchError):
         dice_matrix(blobs(1, 16, 0), blobs(1, 20, 0))
