@@ -6,8 +6,10 @@ else, so the same rows give the same files byte for byte. Per metric group,
 at one step budget (the largest by default), each method gets mean ± 95 %
 CI over seeds; the best ranked method per metric is bold, a dagger marks a
 method that a paired t-test separates from the best (:mod:`bench.tables`).
-Reference rows (the downstream ``real-train`` ceiling and ``gaussian-floor``)
-are shown beside the methods but never ranked. What a metric is for comes
+The references (oracle, oracle-rep, gaussian, mean-skull, train-copy) and the
+downstream pseudo-rows (few-real, the tasks' baselines) are shown beside the
+methods but never ranked; a downstream metric that does not separate the
+oracle-rep ceiling from the floors is unranked too. What a metric is for comes
 from the run's catalogue (``metrics.json``): the metrics tagged ``headline``
 make the headline table and the verdict (:mod:`bench.verdict`), those tagged
 ``robustness`` the robustness table. Wall-clock figures go to

@@ -449,7 +449,7 @@ def _baselines_cell(context: RunContext, cell: Cell, folder: CellFolder,
     steps = max(context.config.sampling.steps)
     with timed(timings, "downstream"):
         found = baseline_rows(context.dataset.subset("train").volumes,
-                              context.dataset.subset("test"), cell.seed, context.downstream)
+                              context.dataset.subset("test"), context.downstream)
     frames = [result_rows(context.run.name, Cell(name, cell.seed), steps, 0,
                           [dataclasses.replace(value, name=f"{training}:{value.name}")
                            for training, value in rows])

@@ -12,7 +12,8 @@ Like a method, a task's constructor stores its hyperparameters (one frozen
 dataclass, ``Params``) unchanged; learned state is set only by ``train``;
 ``evaluate`` before ``train`` raises :class:`~bench.core.errors.BenchError`. The
 ``seed`` of ``evaluate`` fixes the test perturbations (poses, defects), so
-every training set scored with the same seed meets the same test cases.
+every training set scored with the same seed meets the same test cases; a run
+scores every cell with one (:data:`downstream.protocol.TEST_SEED`).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def test_the_few_real_skulls_are_drawn_with_the_seed_and_score_as_augmented(data
 
 def test_baselines_are_the_identity_pose_and_icp(data):
     real, _, test = data
-    found = baseline_rows(real, test, 0, QUICK)
+    found = baseline_rows(real, test, QUICK)
     assert set(found) == {"identity", "icp"}
     for name in ("identity", "icp"):
         values = {value.name: value.value for _, value in found[name]}

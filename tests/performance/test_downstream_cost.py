@@ -3,7 +3,7 @@
 Budget from the issue: about 30 s of cell time per (method, seed) cell for both
 tasks, one thread. Set-up here, the quick preset's: 64^3 synthskull, 100
 "samples" (synthskull subjects of another seed standing in for a method's),
-the 30 first test skulls with 2 defects each, the aligner at 300 steps. A
+all 100 test skulls with 2 defects each, the aligner at 300 steps. A
 method cell trains both tasks twice (on the samples, and on 20 real skulls plus
 the samples); a reference cell once.
 """
@@ -14,14 +14,14 @@ import pytest
 from bench.data.synthskull import make_dataset
 from downstream.protocol import DownstreamConfig, sample_rows
 
-QUICK = DownstreamConfig(params={"alignment": {"steps": 300}}, n_test=30)
+QUICK = DownstreamConfig(params={"alignment": {"steps": 300}})
 
 
 @pytest.fixture(scope="module")
 def cell_data():
-    real = make_dataset(130, 64, seed=0, workers=2)
+    real = make_dataset(200, 64, seed=0, workers=2)
     samples = make_dataset(100, 64, seed=1, workers=2).volumes
-    return real.volumes[:100], samples, real.select(np.arange(100, 130))
+    return real.volumes[:100], samples, real.select(np.arange(100, 200))
 
 
 @pytest.mark.parametrize("augmented", [False, True], ids=["reference cell", "method cell"])
