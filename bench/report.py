@@ -34,7 +34,7 @@ from bench.store import (CASES_FILE, PLAN_FILE, RESULT_COLUMNS, TIMINGS_FILE, Ru
                          write_table)
 from downstream.protocol import AUGMENTED, SYNTHETIC
 from bench.tables import (STATISTICS, case_bootstrap, discrimination, gap_closed, leaderboard,
-                          numeric_table, render_table, text_table)
+                          numeric_table, render_table, shown_methods, text_table)
 from bench.verdict import verdict
 from metrics.robustness import robustness_values, step_robustness
 
@@ -137,7 +137,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
         tables.append((CASES_SECTION, bootstrap))
     unranked_sections = ("headline", GAP_SECTION, CASES_SECTION)
     written = [_write_format(out_dir / f"{name}.{style}", table,
-                             ranked if name == GAP_SECTION else methods, style,
+                             shown_methods(table, methods, ranked), style,
                              ranked=name not in unranked_sections)
                for name, table in tables for style in formats]
     written.append(_write_timings(run, out_dir))

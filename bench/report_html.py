@@ -25,7 +25,7 @@ from bench.data.grid import FIELD_OF_VIEW_MM  # noqa: E402
 from bench.data.preview import OBLIQUE, extract_surface, render  # noqa: E402
 from bench.core.volumes import load_volumes  # noqa: E402
 from bench.store import DCR_FILE, RunFolder  # noqa: E402
-from bench.tables import render_table, text_table  # noqa: E402
+from bench.tables import render_table, shown_methods, text_table  # noqa: E402
 from metrics.robustness import seed_summary  # noqa: E402
 
 CLOSEST_PAIRS = 10
@@ -69,7 +69,7 @@ def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
     for section, table in tables:
         title = {"gap": GAP_TITLE, "downstream-cases": CASES_TITLE}.get(section, section)
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        shown = ranked if section == "gap" else methods
+        shown = shown_methods(table, methods, ranked)
         ranked_section = section not in ("headline", "gap", "downstream-cases")
         parts.append(render_table(text_table(table, "html", shown, ranked=ranked_section),
                                   "html"))

@@ -126,6 +126,14 @@ def format_cell(mean: float, half_width: float, best: bool, differs: bool, style
     return text.replace("±", "$\\pm$").replace("†", "$^\\dagger$") if style == "tex" else text
 
 
+def shown_methods(table: pd.DataFrame, methods: list[str], ranked: list[str]) -> list[str]:
+    """The columns of one table, in the order of ``methods``: every ranked method (a
+    missing one shows as "–", which is news), and only the references with a row in it
+    (the task baselines have none in the distribution table)."""
+    present = set(table["method"])
+    return [method for method in methods if method in ranked or method in present]
+
+
 def text_table(table: pd.DataFrame, style: str, methods: list[str] | None = None,
                ranked: bool = True) -> pd.DataFrame:
     """Metrics as rows and methods as columns, cells formatted for ``style``.

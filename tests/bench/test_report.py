@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from bench.report import Catalogue, with_robustness
-from bench.tables import STATISTICS, gap_closed, leaderboard, numeric_table, text_table
+from bench.tables import (STATISTICS, gap_closed, leaderboard, numeric_table, shown_methods,
+                          text_table)
 from bench.verdict import verdict
 
 A_VALUES = [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -50,6 +51,12 @@ def test_references_are_shown_but_never_ranked():
     assert not stat(table, "ceiling", "MMD-CD", "differs")
     text = text_table(table, "md", ["a", "b", "ceiling"])
     assert text.loc["mean rank ↓"].tolist() == ["1.00", "2.00", "–"]
+
+
+def test_a_table_shows_every_ranked_method_but_only_the_references_it_has_rows_for():
+    table = leaderboard(long_rows("MMD-CD", 10, {"a": A_VALUES, "ceiling": [0.0] * 5}), 10,
+                        ranked=["a", "b"])
+    assert shown_methods(table, ["a", "b", "ceiling", "icp"], ["a", "b"]) == ["a", "b", "ceiling"]
 
 
 def test_the_csv_layout_is_numeric_and_the_text_layout_has_methods_as_columns():
