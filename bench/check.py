@@ -38,7 +38,7 @@ import pandas as pd
 from bench.config import load_config
 from bench.core.errors import BenchError
 from bench.core.io import write_json_atomic
-from bench.report import Catalogue, collect_results
+from bench.report import Catalogue, collect_results, final_rows
 from bench.run import run_benchmark
 from bench.store import RunFolder
 from metrics.robustness import seed_summary
@@ -161,7 +161,7 @@ def run_gate(baseline: Path, out: Path, overrides: list[str], update: bool) -> l
     outcomes = run_benchmark(config, out, quiet=True)
     failed = [o for o in outcomes if o.status == "failed"]
     run = RunFolder(out)
-    current = headline(collect_results(run), Catalogue(run.catalogue()))
+    current = headline(final_rows(collect_results(run)), Catalogue(run.catalogue()))
     if update:
         if failed:
             raise BenchError("not writing a baseline from a run with failed cells")

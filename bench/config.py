@@ -55,13 +55,20 @@ class RepresentationConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How many samples each cell draws, and at which step budgets."""
+    """How many samples each cell draws, and at which step budgets.
+
+    ``training_curve_steps`` are the sampling budgets scored at every training
+    budget of ``train.evaluate_at`` (default: the largest of ``steps``).
+    """
 
     n_samples: int = 100
     steps: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
+    training_curve_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _at_least("sampling.n_samples", self.n_samples, 2)
+        for steps in self.training_curve_steps:
+            _at_least("sampling.training_curve_steps", steps, 1)
         if not self.steps:
             raise BenchError("config sampling.steps: give at least one step budget, e.g. [10]")
         for steps in self.steps:
@@ -124,6 +131,15 @@ class DownstreamSettings:
         _at_least("downstream.few_real", self.few_real, 1)
         if self.steps is not None:
             _at_least("downstream.steps", self.steps, 1)
+
+
+def training_curve(config: "RunConfig") -> list[tuple[int, int]]:
+    """The (training steps, sampling steps) points scored besides the final weights: every
+    budget of ``train.evaluate_at`` short of ``train.steps``, at every sampling budget of
+    ``sampling.training_curve_steps`` (default: the largest)."""
+    sampling = config.sampling.training_curve_steps or (max(config.sampling.steps),)
+    return [(train, steps) for train in sorted(config.train.evaluate_at)
+            if train < config.train.steps for steps in sorted(set(sampling))]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ from the run's catalogue (``metrics.json``): the metrics tagged ``headline``
 make the headline table and the verdict (:mod:`bench.verdict`), those tagged
 ``robustness`` the robustness table. Wall-clock figures go to
 ``timings.csv``, never into the leaderboards.
+
+Every table shows the final training budget. A run with ``train.evaluate_at``
+also has rows at earlier budgets (its training curve): the report plots them
+against training steps and training time, adds each method's
+train-steps-to-5 % to the robustness table, ranks the methods at every budget
+(``training.*``) and says in the verdict whether that ranking changes.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ import pandas as pd
 from bench.core.errors import BenchError
 from bench.core.io import atomic_path
 from bench.core.values import GROUPS
-from bench.report_html import write_html
+from bench.report_html import TrainingCurve, write_html
 from bench.store import (CASES_FILE, PLAN_FILE, RESULT_COLUMNS, TIMINGS_FILE, RunFolder,
                          write_table)
 from downstream.protocol import AUGMENTED, SYNTHETIC
 from bench.tables import (STATISTICS, case_bootstrap, discrimination, gap_closed, leaderboard,
-                          numeric_table, render_table, shown_methods, text_table)
-from bench.verdict import verdict
-from metrics.robustness import robustness_values, step_robustness
+                          numeric_table, ranks_by_training_budget, render_table, shown_methods,
+                          text_table)
+from bench.verdict import budget_sentence, verdict
+from metrics.robustness import (robustness_values, step_robustness, training_robustness,
+                                training_robustness_values)
 
 FORMATS = ("md", "csv", "tex", "html")
 HEADLINE = "headline"
@@ -46,6 +54,8 @@ FLOOR, CEILING = "gaussian", "oracle-rep"
 DISCRIMINATION_FLOORS = ("gaussian", "mean-skull")
 GAP_SECTION = "gap"
 CASES_SECTION = "downstream-cases"
+TRAINING_SECTION = "training"
+TRAINING_TIME_STAGE = "train-to-step"
 
 
 class Catalogue:
@@ -67,35 +77,75 @@ class Catalogue:
 
 
 def collect_results(run: RunFolder) -> pd.DataFrame:
-    """Merge the rows of every finished cell of the run's plan (all shards) into one
-    sorted table; cells of an earlier configuration or code version are left out."""
+    """Merge the rows of every finished cell of the run's plan (all shards), and the points
+    of its training curve, into one sorted table; cells of an earlier configuration or
+    code version are left out."""
     files = run.planned_files("results.csv")
     if not files:
         raise BenchError(f"{run.path}: none of the {len(run.planned())} cells in {PLAN_FILE} "
                          f"has finished (cells/*/results.csv); run `bench run --out "
                          f"{run.path}` first")
-    rows = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    rows = pd.concat([pd.read_csv(f) for f in files + run.planned_curve_files()],
+                     ignore_index=True)
     missing = set(RESULT_COLUMNS) - set(rows.columns)
     if missing:
-        raise BenchError(f"{run.path}: results lack columns {sorted(missing)}")
-    return rows.sort_values(["method", "seed", "steps", "group", "metric"],
+        raise BenchError(f"{run.path}: results lack columns {sorted(missing)}; the run "
+                         f"predates them: rerun `bench run --out {run.path}`")
+    return rows.sort_values(["method", "seed", "train_steps", "steps", "group", "metric"],
                             kind="stable").reset_index(drop=True)
 
 
-def with_robustness(rows: pd.DataFrame, steps: int, catalogue: Catalogue) -> pd.DataFrame:
-    """The rows plus step-robustness rows per method (group "robustness").
+def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the final training budget, which every table shows."""
+    return rows[rows["train_steps"] == rows["train_steps"].max()]
 
-    The robustness figures, of the metrics tagged ``robustness``, summarise all
-    step budgets; they are filed under the report's step budget ``steps`` so
-    that they share its table.
+
+def training_curve_rows(rows: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """The training curve at sampling budget ``steps``: of the methods and metrics scored
+    at an earlier training budget, their rows at every budget, the final one included."""
+    at_steps = rows[rows["steps"] == steps]
+    earlier = at_steps[at_steps["train_steps"] < rows["train_steps"].max()]
+    return at_steps[at_steps["method"].isin(set(earlier["method"]))
+                    & at_steps["metric"].isin(set(earlier["metric"]))]
+
+
+def training_seconds(run: RunFolder) -> pd.DataFrame:
+    """Training wall time up to each kept budget, per cell: columns method, seed,
+    train_steps, seconds (from the cells' timings, ``train-to-stepB``)."""
+    records = []
+    for folder in run.planned():
+        path = folder.file(TIMINGS_FILE)
+        if not path.is_file():
+            continue
+        for stage, seconds in json.loads(path.read_text()).items():
+            if stage.startswith(TRAINING_TIME_STAGE):
+                info = folder.info()
+                records.append({"method": info["method"], "seed": info["seed"],
+                                "train_steps": int(stage.removeprefix(TRAINING_TIME_STAGE)),
+                                "seconds": seconds})
+    return pd.DataFrame(records, columns=["method", "seed", "train_steps", "seconds"])
+
+
+def with_robustness(rows: pd.DataFrame, steps: int, catalogue: Catalogue,
+                    curve: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows (of the final training budget) plus robustness rows per method (group
+    "robustness").
+
+    The step-robustness figures, of the metrics tagged ``robustness``, summarise
+    all step budgets, and train-steps-to-5 % the training ``curve``
+    (:func:`training_curve_rows`); they are filed under the report's step
+    budget ``steps`` so that they share its table.
     """
     picked = rows[rows["metric"].isin(catalogue.tagged("robustness", rows["metric"]))]
     table = step_robustness(picked)
+    budgets = training_robustness(curve if curve is not None else rows.iloc[:0])
     extra = []
     for method in sorted(rows["method"].unique()):
-        for value in robustness_values(table, method):
+        values = robustness_values(table, method) + training_robustness_values(budgets, method)
+        for value in values:
             extra.append({"run": rows["run"].iloc[0], "method": method, "seed": -1,
-                          "steps": steps, "nfe": np.nan, "group": value.group,
+                          "steps": steps, "nfe": np.nan,
+                          "train_steps": rows["train_steps"].max(), "group": value.group,
                           "metric": value.name, "value": value.value,
                           "higher_is_better": value.higher_is_better, "unit": value.unit})
     if not extra:
@@ -120,7 +170,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
         raise BenchError(f"--steps {steps}: the run has step budgets "
                          f"{sorted(set(rows['steps']))}")
     catalogue = Catalogue(run.catalogue())
-    everything = with_robustness(rows, steps, catalogue)
+    curve = training_curve_rows(rows, steps)
+    everything = with_robustness(final_rows(rows), steps, catalogue, curve)
     methods, ranked = columns(run, everything)
     unranked = undiscriminating(everything, steps)
     headline = headline_rows(everything, catalogue)
@@ -141,12 +192,22 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
                              ranked=name not in unranked_sections)
                for name, table in tables for style in formats]
     written.append(_write_timings(run, out_dir))
+    training = None
+    if len(curve):
+        ranks = ranks_by_training_budget(curve[curve["method"].isin(ranked)], steps, ranked)
+        written += [_write_ranks(out_dir / f"{TRAINING_SECTION}.{style}", ranks, style)
+                    for style in formats if style != "html"]
+        training = TrainingCurve(curve, training_seconds(run), ranks,
+                                 everything[(everything["steps"] == steps)
+                                            & ~everything["method"].isin(ranked)])
     if "html" in formats:
         text = (verdict(tables[0][1], everything, ranked, steps, gaps, FLOOR, CEILING,
                         unranked) if headline.size else "")
+        if training is not None:
+            text = " ".join(part for part in (text, budget_sentence(training.ranks)) if part)
         written.append(write_html(run, out_dir, everything, tables, methods, ranked, text,
                                   steps, catalogue.tagged("nfe", everything["metric"]),
-                                  unranked))
+                                  unranked, training))
     return written
 
 
@@ -201,7 +262,7 @@ def columns(run: RunFolder, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
 def summary_table(run_dir: Path, steps: int | None = None) -> str:
     """The headline metrics per method at ``steps`` (default: the largest), as text."""
     run = RunFolder(run_dir)
-    rows = collect_results(run)
+    rows = final_rows(collect_results(run))
     picked = headline_rows(rows, Catalogue(run.catalogue()))
     methods, ranked = columns(run, picked)
     table = leaderboard(picked, steps or int(rows["steps"].max()), ranked)
@@ -214,6 +275,19 @@ def _write_format(path: Path, table: pd.DataFrame, methods: list[str], style: st
         write_table(path, numeric_table(table))
         return path
     text = render_table(text_table(table, style, methods, ranked), style)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+    return path
+
+
+def _write_ranks(path: Path, ranks: pd.DataFrame, style: str) -> Path:
+    """The mean ranks per training budget as csv, md or tex."""
+    if style == "csv":
+        write_table(path, ranks.reset_index())
+        return path
+    shown = ranks.map(lambda rank: f"{rank:.2f}").rename_axis(
+        index="mean rank ↓ at training steps")
+    text = shown.to_markdown() if style == "md" else shown.to_latex()
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return path

@@ -10,6 +10,7 @@ Chromium at that width and checks that nothing overflows).
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,29 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
          "img{max-width:100%}p.verdict{font-size:1.05em;line-height:1.5;max-width:75em}")
 
 
+@dataclass(frozen=True)
+class TrainingCurve:
+    """What the page shows of quality along the training budget.
+
+    Attributes:
+        rows: result rows of the training curve at the report's sampling budget, the
+            final training budget included (``train_steps`` column).
+        seconds: training wall time up to each budget: method, seed, train_steps, seconds.
+        ranks: mean ranks per training budget (:func:`bench.tables.ranks_by_training_budget`).
+        references: the references' rows at the report's sampling budget, drawn as
+            horizontal lines.
+    """
+
+    rows: pd.DataFrame
+    seconds: pd.DataFrame
+    ranks: pd.DataFrame
+    references: pd.DataFrame
+
+
 def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
                tables: list[tuple[str, pd.DataFrame]], methods: list[str], ranked: list[str],
                verdict: str, steps: int, nfe_metrics: list[str],
-               unranked: dict[str, str]) -> Path:
+               unranked: dict[str, str], training: TrainingCurve | None = None) -> Path:
     """Write ``index.html`` with its PNGs into ``out_dir``; returns the page's path.
 
     Args:
@@ -57,6 +77,7 @@ def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
         steps: the step budget of the tables.
         nfe_metrics: the metrics plotted against NFE.
         unranked: metrics shown but ranking nobody, with why.
+        training: the training curve, if the run evaluated earlier training budgets.
     """
     references = [method for method in methods if method not in ranked]
     parts = [f"<h1>skull-bench: {html.escape(run.name)}</h1>",
@@ -81,6 +102,8 @@ def write_html(run: RunFolder, out_dir: Path, rows: pd.DataFrame,
                          "than 3 times the larger seed CI:</p><ul>" + "".join(
                              f"<li>{html.escape(metric)}: {html.escape(reason)}</li>"
                              for metric, reason in sorted(unranked.items())) + "</ul>")
+    if training is not None:
+        parts += _training_section(training, out_dir)
     for name in _nfe_plots(rows[rows["seed"] >= 0], nfe_metrics, out_dir):
         parts.append(f'<h2>{html.escape(name[4:-4])} against NFE</h2><img src="{name}" '
                      f'alt="{html.escape(name[4:-4])} against NFE">')
@@ -152,6 +175,49 @@ def _nfe_plots(rows: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[st
         axis.legend()
         names.append(_save(figure, out_dir / f"nfe-{metric}.png"))
     return names
+
+
+def _training_section(training: TrainingCurve, out_dir: Path) -> list[str]:
+    """The mean ranks per training budget, then per metric its value against training
+    steps and against training time."""
+    ranks = training.ranks.map(lambda rank: f"{rank:.2f}").rename_axis(
+        index="training steps")
+    parts = ["<h2>ranking along the training budget</h2><p>Mean rank (lower is better) of "
+             "the ranked methods on the metrics scored at every training budget; each "
+             "earlier budget samples the EMA weights the training held at that step.</p>",
+             ranks.to_html()]
+    for metric, curve in training.rows.groupby("metric", sort=True):
+        name = _save(_training_figure(metric, curve, training), out_dir /
+                     f"training-{metric}.png")
+        parts.append(f'<h3>{html.escape(metric)} along the training budget</h3>'
+                     f'<img src="{name}" alt="{html.escape(metric)} against training">')
+    return parts
+
+
+def _training_figure(metric: str, curve: pd.DataFrame, training: TrainingCurve) -> plt.Figure:
+    """Seed mean and 95 % CI band of one metric against training steps (left) and
+    training wall time (right), with the references as horizontal lines."""
+    summary = seed_summary(curve, ("method", "train_steps", "group", "metric"))
+    seconds = training.seconds.groupby(["method", "train_steps"])["seconds"].mean()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for method, frame in summary.groupby("method", sort=True):
+        frame = frame.sort_values("train_steps")
+        for axis, x in zip(axes, (frame["train_steps"], [
+                seconds.get((method, budget), float("nan")) for budget in frame["train_steps"]])):
+            axis.plot(x, frame["mean"], marker="o", label=method)
+            axis.fill_between(x, frame["ci_low"], frame["ci_high"], alpha=0.2)
+    references = training.references[training.references["metric"] == metric]
+    for index, (method, value) in enumerate(references.groupby("method")["value"].mean()
+                                            .items()):
+        for axis in axes:
+            axis.axhline(value, color=f"C{index + 3}", linestyle="--", linewidth=1,
+                         label=method if axis is axes[0] else None)
+    unit = curve["unit"].iloc[0]
+    axes[0].set_ylabel(metric + (f" [{unit}]" if isinstance(unit, str) and unit else ""))
+    axes[0].set_xlabel("training steps")
+    axes[1].set_xlabel("training wall time [s]")
+    axes[0].legend(fontsize=8)
+    return figure
 
 
 def _seed_strips(rows: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[str]:

@@ -10,7 +10,10 @@ every step budget, decodes and scores the samples with every selected metric
 and trains the downstream tasks on them; a *reference cell* (``oracle``,
 ``oracle-rep``, the ``gaussian`` floor, any method marked ``reference``)
 does the same at the largest step budget only (a reference's samples do not
-depend on it), with the tasks trained on its samples alone. A cell
+depend on it), with the tasks trained on its samples alone. With
+``train.evaluate_at``, a method cell then scores its training curve: the EMA
+snapshots of the earlier budgets, one file per point, so that a finished cell
+given a new budget scores only that (:func:`_score_curve`). A cell
 that fails with a :class:`~bench.core.errors.BenchError` (a numerical
 failure, samples that cannot be scored) is recorded with its reason in
 ``failed.json`` and the others go on; any other exception is a bug and stops
@@ -39,7 +42,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bench.config import RunConfig, to_dict
+from bench.config import RunConfig, to_dict, training_curve
 from bench.core.errors import BenchError, NonFiniteError
 from bench.core.values import ValueSpec
 from bench.core.volumes import load_volumes, save_volumes
@@ -48,7 +51,8 @@ from bench.data.oracle import oracle_subjects
 from bench.data.sources import load_dataset
 from bench.evaluation import Evaluation, build_reference, evaluate, selected_metrics
 from bench.representations import Representation, get_representation, reconstruction_dice
-from bench.store import DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, result_rows
+from bench.store import (DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, result_rows,
+                         write_table)
 from bench.workers import run_in_workers, thread_budget
 from downstream.base import get_task
 from downstream.protocol import (AUGMENTED, FEW_REAL, SYNTHETIC, DownstreamConfig, Scored,
@@ -61,6 +65,8 @@ from metrics.inputs import ReferenceSet
 from metrics.privacy import closest_records
 
 DOWNSTREAM_TRAINING_SETS = (SYNTHETIC, AUGMENTED)
+# The values scored at every training budget of train.evaluate_at.
+CURVE_TAGS = frozenset({"headline", "training"})
 BASELINES = "baselines"
 # The reference set of the smallest committed audit (leaderboards/audit/ci: the 23 skulls of
 # the test split of the ci preset's 240); below it the audit's detection thresholds are not
@@ -175,6 +181,10 @@ def check_run(config: RunConfig) -> list[Metric]:
                              f"or leave the metric out with metrics.exclude")
     if config.downstream.enabled:
         _downstream_config(config).check()
+    beyond = [step for step in config.train.evaluate_at if step >= config.train.steps]
+    if beyond:
+        print(f"bench: note: train.evaluate_at {beyond} are at or beyond train.steps "
+              f"({config.train.steps}), so the final weights stand for them", file=sys.stderr)
     return chosen
 
 
@@ -228,7 +238,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, shard: tuple[int, int] | Non
     with thread_budget(config.threads):
         context = prepare_run(config, RunFolder(out_dir), chosen, quiet or config.jobs > 1)
         context.run.write_plan([context.folder(cell) for cell in grid(config)],
-                               unranked_names(config))
+                               unranked_names(config), training_curve(config))
         cells = grid(config, shard)
         progress = tqdm(total=len(cells), desc="cells", disable=quiet, unit="cell")
         if config.jobs == 1:
@@ -369,20 +379,60 @@ def reference_facts(dataset: SkullDataset, representation: Representation,
 
 
 def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
-    """Produce one cell's rows, or reuse them; a BenchError records a failed cell."""
+    """Produce one cell's rows and the points of its training curve, or reuse them; a
+    BenchError records a failed cell."""
     folder = context.folder(cell)
-    if folder.done:
+    curve = _pending_curve(context, cell, folder)
+    if folder.done and not curve:
         return CellOutcome(cell, "cached")
     folder.start(cell, context.representation_path.relative_to(context.run.path).as_posix())
     timings: dict[str, float] = {}
     produce = {FEW_REAL: _few_real_cell, BASELINES: _baselines_cell}.get(cell.method, _cell_rows)
     try:
-        folder.write_results(produce(context, cell, folder, timings))
+        if not folder.done:
+            folder.write_results(produce(context, cell, folder, timings))
+        if curve:
+            _score_curve(context, cell, folder, curve, timings)
     except BenchError as error:
         return CellOutcome(cell, "failed", folder.record_failure(cell, error), timings)
     finally:
         folder.write_timings(timings)
     return CellOutcome(cell, "done", timings=timings)
+
+
+def _pending_curve(context: RunContext, cell: Cell, folder: CellFolder
+                   ) -> list[tuple[int, int]]:
+    """The points of the training curve this cell has yet to score: none for a reference,
+    a pseudo-cell or a method that does not train step by step."""
+    if (cell.method in context.references or cell.method not in METHODS.names()
+            or not get_method(cell.method).trains):
+        return []
+    return [(train, steps) for train, steps in training_curve(context.config)
+            if not folder.curve_path(train, steps).is_file()]
+
+
+def _score_curve(context: RunContext, cell: Cell, folder: CellFolder,
+                 curve: list[tuple[int, int]], timings: dict[str, float]) -> None:
+    """Sample the EMA snapshots of the training budgets in ``curve`` and score them with the
+    values tagged ``headline`` or ``training``, one file per point; the training time up
+    to each budget goes to the timings (``train-to-stepB``)."""
+    method = Method.load(folder.method_path)
+    metrics = [metric for metric in context.metrics
+               if any(spec.tags & CURVE_TAGS for spec in metric.outputs)]
+    final = context.config.train.steps
+    timings[f"train-to-step{final}"] = method.at_training_step(final, folder.checkpoint_dir)[1]
+    for train in sorted({train for train, _ in curve}):
+        earlier, seconds = method.at_training_step(train, folder.checkpoint_dir)
+        timings[f"train-to-step{train}"] = seconds
+        for steps in [steps for point, steps in curve if point == train]:
+            volumes, nfe = _samples(context, earlier, cell, steps, folder, timings, train)
+            with timed(timings, "evaluate"):
+                evaluation = evaluate(context.reference, volumes, cell.seed, metrics)
+            values = [value for value in evaluation.values
+                      if any(spec.matches(value.name) and spec.tags & CURVE_TAGS
+                             for metric in metrics for spec in metric.outputs)]
+            write_table(folder.curve_path(train, steps),
+                        result_rows(context.run.name, cell, steps, nfe, train, values))
 
 
 def _cell_rows(context: RunContext, cell: Cell, folder: CellFolder,
@@ -399,7 +449,8 @@ def _cell_rows(context: RunContext, cell: Cell, folder: CellFolder,
         volumes, nfe = _samples(context, method, cell, steps, folder, timings)
         with timed(timings, "evaluate"):
             evaluation = evaluate(context.reference, volumes, cell.seed, context.metrics)
-        frames.append(result_rows(context.run.name, cell, steps, nfe, evaluation.values))
+        frames.append(result_rows(context.run.name, cell, steps, nfe, config.train.steps,
+                                  evaluation.values))
         dcr_frames.append(dcr_rows(context, cell, steps, evaluation))
     if config.downstream.enabled:
         steps = max(budgets) if reference else config.downstream.steps or max(budgets)
@@ -430,7 +481,7 @@ def _scored_frame(context: RunContext, cell: Cell, steps: int, nfe: int, scored:
               for training, value in scored.rows]
     folder.write_cases(scored.cases.assign(run=context.run.name, method=cell.method,
                                            seed=cell.seed, steps=steps))
-    return result_rows(context.run.name, cell, steps, nfe, values)
+    return result_rows(context.run.name, cell, steps, nfe, context.config.train.steps, values)
 
 
 def _few_real_cell(context: RunContext, cell: Cell, folder: CellFolder,
@@ -450,12 +501,13 @@ def _baselines_cell(context: RunContext, cell: Cell, folder: CellFolder,
     with timed(timings, "downstream"):
         found = baseline_rows(context.dataset.subset("train").volumes,
                               context.dataset.subset("test"), context.downstream)
-    frames = [result_rows(context.run.name, Cell(name, cell.seed), steps, 0,
+    train_steps = context.config.train.steps
+    frames = [result_rows(context.run.name, Cell(name, cell.seed), steps, 0, train_steps,
                           [dataclasses.replace(value, name=f"{training}:{value.name}")
                            for training, value in rows])
               for name, rows in found.items()]
     return pd.concat(frames, ignore_index=True) if frames else result_rows(
-        context.run.name, cell, steps, 0, [])
+        context.run.name, cell, steps, 0, train_steps, [])
 
 
 def _fitted_method(context: RunContext, cell: Cell, folder: CellFolder,
@@ -479,9 +531,11 @@ def _fitted_method(context: RunContext, cell: Cell, folder: CellFolder,
 
 
 def _samples(context: RunContext, method: Method, cell: Cell, steps: int, folder: CellFolder,
-             timings: dict[str, float]) -> tuple[np.ndarray, int]:
-    """Decoded samples of one step budget, from the cell's folder or freshly drawn."""
-    path = folder.samples_path(steps)
+             timings: dict[str, float], train_steps: int | None = None
+             ) -> tuple[np.ndarray, int]:
+    """Decoded samples of one step budget (of the EMA snapshot of ``train_steps``, if
+    given), from the cell's folder or freshly drawn."""
+    path = folder.samples_path(steps, train_steps)
     if path.is_file():
         return load_volumes(path)
     with timed(timings, "sample"):

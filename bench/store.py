@@ -7,6 +7,7 @@ Layout::
     RUN/config.yaml            resolved configuration (with --methods, --seeds)
     RUN/environment.json       package versions, git commit, device, threads
     RUN/plan.json              the cell folders of this configuration (the report reads these)
+                               and the points of its training curve
     RUN/metrics.json           the catalogue: every reported scalar's group, direction,
                                unit and tags (what the reports do with it)
     RUN/reference.json         facts of the real side: sizes, the representation's
@@ -15,7 +16,8 @@ Layout::
     RUN/shared/                the fitted representation, real examples for the gallery
     RUN/cells/METHOD-sSEED-HASH/
         cell.json              method, seed and the representation that decodes its samples
-        checkpoints/           training checkpoints (resume point)
+        checkpoints/           training checkpoints (resume point) and EMA snapshots
+                               (ema-stepB.pt: the weights at training step B)
         fit.json               the fit report: steps, losses, wall time, parameters
         method.pt              the fitted method (`bench sample` reads it)
         samples-stepsS.npz     decoded samples per step budget
@@ -23,11 +25,15 @@ Layout::
                                histograms and closest pairs)
         downstream-cases.csv   per-test-case scores of the tasks (the report's bootstrap)
         results.csv            the cell's rows, written last: its presence means done
+        samples-stepsS-trainB.npz, curve-trainB-stepsS.csv
+                               samples and rows of the training curve (train.evaluate_at),
+                               each point written after results.csv, on its own
         failed.json            why the cell failed (NaN loss, bad samples, ...)
         timings.json           wall-clock seconds per stage (kept out of results)
 
 A cell's folder name carries a hash of what determines it (resolved config
-less what only picks or schedules the grid, dataset manifest, and the code:
+less what only picks or schedules the grid or adds training-curve points, dataset
+manifest, and the code:
 the bytes of every module of the four packages), so a rerun with other
 settings or changed code never mistakes old results for new ones. Every write
 is atomic.
@@ -71,14 +77,17 @@ FAILED_FILE = "failed.json"
 TIMINGS_FILE = "timings.json"
 REFERENCE_EXAMPLES = "reference-examples.npz"
 
-RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "group", "metric", "value",
-                  "higher_is_better", "unit"]
+RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "train_steps", "group", "metric",
+                  "value", "higher_is_better", "unit"]
 DCR_COLUMNS = ["run", "method", "seed", "steps", "set", "sample", "dcr", "nearest_train"]
 CODE_PACKAGES = ("bench", "methods", "metrics", "downstream")
 # Settings of a run that choose its grid of cells or how they are scheduled, but change
 # no cell's numbers: a cell's hash leaves them out, so a run with another seed or
 # method added, or with other jobs, reuses the cells it shares with an earlier one.
 NOT_CELL_SETTINGS = ("methods", "references", "seeds", "method_params", "jobs")
+# Settings that only add training-curve files to a finished cell (the snapshots they read
+# are kept whatever they say), so that adding a training budget scores only it.
+NOT_CELL_CURVE_SETTINGS = (("train", "evaluate_at"), ("sampling", "training_curve_steps"))
 
 
 @dataclass(frozen=True, order=True)
@@ -97,6 +106,9 @@ def cell_hash(cell: Cell, config: RunConfig, dataset_hash: str) -> str:
     """Hash of what determines a cell: resolved config, dataset, code version."""
     settings = {key: value for key, value in to_dict(config).items()
                 if key not in NOT_CELL_SETTINGS}
+    for section, key in NOT_CELL_CURVE_SETTINGS:
+        settings[section] = {name: value for name, value in settings[section].items()
+                             if name != key}
     determining = {
         "cell": [cell.method, cell.seed],
         "config": settings,
@@ -129,11 +141,13 @@ def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") ->
     return digest.hexdigest()
 
 
-def result_rows(run_name: str, cell: Cell, steps: int, nfe: int,
+def result_rows(run_name: str, cell: Cell, steps: int, nfe: int, train_steps: int,
                 values: list[MetricValue]) -> pd.DataFrame:
-    """Long-format rows of one (cell, step budget) as a data frame (not yet written)."""
-    rows = [[run_name, cell.method, cell.seed, steps, nfe, v.group, v.name, float(v.value),
-             bool(v.higher_is_better), v.unit] for v in values]
+    """Long-format rows of one (cell, sampling budget, training budget) as a data frame (not
+    yet written). ``train_steps`` is the run's training budget for every cell but the
+    training-curve rows of a method, whatever the cell trains (a reference trains nothing)."""
+    rows = [[run_name, cell.method, cell.seed, steps, nfe, train_steps, v.group, v.name,
+             float(v.value), bool(v.higher_is_better), v.unit] for v in values]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -164,8 +178,15 @@ class CellFolder:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def samples_path(self, steps: int) -> Path:
-        return self.path / f"samples-steps{steps}.npz"
+    def samples_path(self, steps: int, train_steps: int | None = None) -> Path:
+        """The decoded samples of a sampling budget (of the final weights, or of the EMA
+        snapshot of ``train_steps``)."""
+        budget = "" if train_steps is None else f"-train{train_steps}"
+        return self.path / f"samples-steps{steps}{budget}.npz"
+
+    def curve_path(self, train_steps: int, steps: int) -> Path:
+        """The rows of one point of the training curve, beside the final rows."""
+        return self.path / f"curve-train{train_steps}-steps{steps}.csv"
 
     @property
     def done(self) -> bool:
@@ -217,7 +238,11 @@ class CellFolder:
         return reason
 
     def write_timings(self, timings: dict[str, float]) -> None:
-        write_json_atomic(self.path / TIMINGS_FILE, timings)
+        """Seconds per stage, over those of an earlier invocation that this one did not
+        run (a finished cell that scores a new training budget keeps its fit time)."""
+        path = self.path / TIMINGS_FILE
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+        write_json_atomic(path, {**earlier, **timings})
 
 
 class RunFolder:
@@ -257,12 +282,19 @@ class RunFolder:
             tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         write_json_atomic(self.path / ENVIRONMENT_FILE, environment)
 
-    def write_plan(self, folders: list[CellFolder], references: list[str]) -> None:
-        """Record the folders of every cell of the grid (all shards) in ``plan.json``, and
-        which of its pseudo-methods are references (shown beside the methods, never
-        ranked)."""
+    def write_plan(self, folders: list[CellFolder], references: list[str],
+                   curve: list[tuple[int, int]]) -> None:
+        """Record the folders of every cell of the grid (all shards) in ``plan.json``, which
+        of its pseudo-methods are references (shown beside the methods, never ranked), and
+        the (training steps, sampling steps) points of the training curve."""
         write_json_atomic(self.path / PLAN_FILE, {"cells": [folder.name for folder in folders],
-                                                  "references": references})
+                                                  "references": references,
+                                                  "curve": [list(point) for point in curve]})
+
+    def curve(self) -> list[tuple[int, int]]:
+        """The (training steps, sampling steps) points of the plan's training curve."""
+        return [(int(train), int(steps))
+                for train, steps in self._read_json(PLAN_FILE).get("curve", [])]
 
     def references(self) -> list[str]:
         """The reference pseudo-methods of the plan, in plan order."""
@@ -280,6 +312,11 @@ class RunFolder:
     def planned_files(self, name: str) -> list[Path]:
         """File ``name`` of each planned cell that has it, in grid order."""
         return [folder.file(name) for folder in self.planned() if folder.file(name).is_file()]
+
+    def planned_curve_files(self) -> list[Path]:
+        """The training-curve files of the planned cells and the plan's curve points."""
+        return [folder.curve_path(train, steps) for folder in self.planned()
+                for train, steps in self.curve() if folder.curve_path(train, steps).is_file()]
 
     def unfinished(self) -> list[str]:
         """Folder names of the planned cells with neither results nor a recorded failure

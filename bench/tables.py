@@ -101,6 +101,32 @@ def mean_ranks(table: pd.DataFrame) -> pd.Series:
     return table.groupby("method")["rank"].mean()
 
 
+def ranks_by_training_budget(curve: pd.DataFrame, steps: int, ranked: list[str]
+                             ) -> pd.DataFrame:
+    """Each ranked method's mean rank at every training budget of its training curve.
+
+    Args:
+        curve: result rows of the training curve (the final budget's included) with a
+            ``train_steps`` column; only the metrics scored at every budget count, so
+            that every budget is ranked on the same metrics.
+        steps: the sampling budget ranked.
+        ranked: the methods that compete.
+
+    Returns:
+        Mean ranks, one row per training budget (index ``train_steps``, ascending) and
+        one column per ranked method.
+    """
+    budgets = sorted(int(budget) for budget in curve["train_steps"].unique())
+    scored_at = curve.groupby("metric")["train_steps"].nunique()
+    picked = curve[curve["metric"].isin(scored_at[scored_at == len(budgets)].index)]
+    ranks = {budget: mean_ranks(leaderboard(picked[picked["train_steps"] == budget], steps,
+                                            ranked))
+             for budget in budgets}
+    frame = pd.DataFrame(ranks).T.reindex(columns=ranked)
+    frame.index.name = "train_steps"
+    return frame
+
+
 def numeric_table(table: pd.DataFrame) -> pd.DataFrame:
     """The CSV layout: the statistics as they are, one row per (method, metric)."""
     return table[STATISTICS]

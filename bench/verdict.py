@@ -127,3 +127,28 @@ def _gap_sentence(metric: str, gaps: pd.DataFrame, methods: list[str], floor: st
 
 def _unit(row: pd.Series) -> str:
     return f" {row['unit']}" if isinstance(row["unit"], str) and row["unit"] else ""
+
+
+def budget_sentence(ranks: pd.DataFrame) -> str:
+    """A sentence on whether the leader changes over the training budgets evaluated.
+
+    Args:
+        ranks: mean ranks per training budget (:func:`bench.tables.ranks_by_training_budget`).
+    """
+    if len(ranks) < 2 or ranks.shape[1] < 2:
+        return ""
+    leaders = {int(budget): _leaders(row) for budget, row in ranks.iterrows()}
+    span = f"{min(leaders)} to {max(leaders)} training steps"
+    if len(set(leaders.values())) == 1:
+        return (f"Over the training budgets evaluated ({span}), the ranking on the metrics "
+                f"scored at every budget keeps {next(iter(leaders.values()))} first.")
+    shifts = "; ".join(f"{leader} at {budget}" for budget, leader in leaders.items())
+    return (f"The ranking changes with the training budget ({span}; first by mean rank on "
+            f"the metrics scored at every budget: {shifts}), so this verdict holds at the "
+            f"final budget only.")
+
+
+def _leaders(row: pd.Series) -> str:
+    """The method(s) with the lowest mean rank of one budget, joined by " and "."""
+    best = row.min()
+    return " and ".join(sorted(str(method) for method, rank in row.items() if rank == best))

@@ -9,6 +9,7 @@ typed dataclass, ``Params``) unchanged; learned state is set only by ``fit``;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from bench.core.errors import BenchError
 from bench.core.io import atomic_path
 from bench.core.params import with_overrides
 from bench.core.registry import Registry
-from bench.core.training import TrainConfig
+from bench.core.training import TrainConfig, read_snapshot
 from methods.backbones import BackboneConfig
 
 SAVE_FORMAT_VERSION = 1
@@ -113,7 +114,9 @@ class Method(ABC):
     and never ranked; its samples may be volumes rather than representation
     tensors (``space = "volumes"``), which the run uses without decoding, and a
     method that samples the run's ground truth cannot be saved (``saveable =
-    False``).
+    False``). A method trained by the shared loop sets ``trains = True`` and
+    implements ``_load_weights``, so that it can be sampled along its training
+    budget (:meth:`at_training_step`).
     """
 
     name: ClassVar[str] = ""
@@ -122,6 +125,7 @@ class Method(ABC):
     reference: ClassVar[bool] = False
     space: ClassVar[str] = "representation"
     saveable: ClassVar[bool] = True
+    trains: ClassVar[bool] = False
 
     def __init__(self, params: _Params | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
@@ -182,6 +186,31 @@ class Method(ABC):
         method._restore(payload["state"], torch.device(device))
         method.fitted_ = True
         return method
+
+    def at_training_step(self, step: int, checkpoint_dir: str | Path) -> tuple["Method", float]:
+        """A copy of this fitted method with the EMA weights its training held at ``step``,
+        and the seconds of training up to that step.
+
+        Read from the EMA snapshots that the fit kept in ``checkpoint_dir``
+        (:func:`bench.core.training.read_snapshot`); this method is unchanged.
+        """
+        self._check_fitted()
+        if not self.trains:
+            raise BenchError(f"method {self.name!r} is not trained step by step, so it has no "
+                             f"training budget to evaluate at step {step}")
+        snapshot = read_snapshot(self._snapshot_dir(Path(checkpoint_dir)), step)
+        earlier = copy.deepcopy(self)
+        earlier._load_weights(snapshot.ema)
+        return earlier, snapshot.train_seconds
+
+    def _snapshot_dir(self, checkpoint_dir: Path) -> Path:
+        """Where the training whose budget is evaluated keeps its snapshots."""
+        return checkpoint_dir
+
+    def _load_weights(self, ema: dict[str, torch.Tensor]) -> None:
+        """Replace the sampling network's weights by ``ema`` (methods with ``trains``)."""
+        raise BenchError(f"method {self.name!r} sets trains = True but does not implement "
+                         f"_load_weights")
 
     def _check_fitted(self) -> None:
         if not self.fitted_:

@@ -136,6 +136,7 @@ class DDPM(Method):
     description = "denoising diffusion (DDPM, epsilon prediction), DDIM or ancestral sampler"
     Params = DDPMParams
     params: DDPMParams
+    trains = True
 
     def _fit(self, train: torch.Tensor, val: torch.Tensor | None, config: FitConfig, seed: int,
              device: torch.device) -> FitReport:
@@ -212,6 +213,9 @@ class DDPM(Method):
         network = build_backbone(self._data_shape(), self.backbone_, seed=0)
         network.load_state_dict(state["network"])
         self.network_ = network.to(device).eval().requires_grad_(False)
+
+    def _load_weights(self, ema: dict[str, torch.Tensor]) -> None:
+        self.network_.load_state_dict(ema)
 
 
 def precise_alphas_cumprod(scheduler: DDPMScheduler | DDIMScheduler) -> list[float]:

@@ -16,9 +16,15 @@ the curve of the seed-mean against the mean NFE, and from it:
   best value on the curve (|value - best| <= 0.05 |best|), in NFE;
 - ``max-step-change``: the largest absolute change of the value between
   consecutive step budgets, in the metric's unit (NaN if any budget is NaN).
+
+Over training budgets (rows with a ``train_steps`` column, two or more
+budgets), ``train-steps-to-5%``: the fewest training steps whose seed-mean is
+within 5 % of the method's best over the budgets evaluated.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,19 +36,21 @@ CONFIDENCE = 0.95
 WITHIN = 0.05
 
 
-def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd, n and 95 % CI over seeds for each (method, steps, group, metric).
+def seed_summary(rows: pd.DataFrame, keys: Sequence[str] = ("method", "steps", "group", "metric")
+                 ) -> pd.DataFrame:
+    """Mean, sd, n and 95 % CI over seeds for each (method, steps, group, metric), or for
+    each combination of other ``keys`` (e.g. with ``train_steps``).
 
     Args:
         rows: long results with columns method, seed, steps, nfe, group, metric,
             value, higher_is_better, unit.
+        keys: the columns that make one summary row.
 
     Returns:
-        One row per (method, steps, group, metric) with columns mean, sd, n,
-        ci_low, ci_high, nfe (mean over seeds), higher_is_better, unit.
+        One row per combination of ``keys`` with columns mean, sd, n, ci_low,
+        ci_high, nfe (mean over seeds), higher_is_better, unit.
     """
-    keys = ["method", "steps", "group", "metric"]
-    grouped = rows.groupby(keys, sort=True)
+    grouped = rows.groupby(list(keys), sort=True)
     summary = grouped.agg(mean=("value", "mean"), sd=("value", "std"), n=("value", "count"),
                           nfe=("nfe", "mean"), higher_is_better=("higher_is_better", "first"),
                           unit=("unit", "first")).reset_index()
@@ -62,7 +70,8 @@ def confidence_half_width(sd: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def nfe_to_within(nfe: np.ndarray, values: np.ndarray, higher_is_better: bool,
                   within: float = WITHIN) -> float:
-    """Smallest NFE whose value is within ``within`` (relative) of the best value."""
+    """Smallest NFE (or any budget, such as training steps) whose value is within
+    ``within`` (relative) of the best value."""
     nfe, values = np.asarray(nfe, dtype=float), np.asarray(values, dtype=float)
     order = np.argsort(nfe, kind="stable")
     nfe, values = nfe[order], values[order]
@@ -110,6 +119,23 @@ def step_robustness(rows: pd.DataFrame) -> pd.DataFrame:
                                           "max_step_change"])
 
 
+def training_robustness(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, metric): train-steps-to-5 % from the seed-mean curve over training
+    budgets, for curves of at least two budgets (one sampling budget's rows).
+
+    Returns a frame with columns method, metric, train_steps_to_within.
+    """
+    summary = seed_summary(rows, ("method", "train_steps", "group", "metric"))
+    records = []
+    for (method, metric), curve in summary.groupby(["method", "metric"], sort=True):
+        if curve["train_steps"].nunique() < 2:
+            continue
+        higher = bool(curve["higher_is_better"].iloc[0])
+        records.append({"method": method, "metric": metric, "train_steps_to_within":
+                        nfe_to_within(curve["train_steps"], curve["mean"], higher)})
+    return pd.DataFrame(records, columns=["method", "metric", "train_steps_to_within"])
+
+
 def robustness_values(table: pd.DataFrame, method: str) -> list[MetricValue]:
     """One method's step-robustness figures as metric values (group "robustness")."""
     values = []
@@ -119,3 +145,10 @@ def robustness_values(table: pd.DataFrame, method: str) -> list[MetricValue]:
         values.append(MetricValue(f"{record.metric}:max-step-change", record.max_step_change,
                                   higher_is_better=False, unit=record.unit, group="robustness"))
     return values
+
+
+def training_robustness_values(table: pd.DataFrame, method: str) -> list[MetricValue]:
+    """One method's training-budget figures (:func:`training_robustness`) as metric values."""
+    return [MetricValue(f"{record.metric}:train-steps-to-5%", record.train_steps_to_within,
+                        higher_is_better=False, unit="steps", group="robustness")
+            for record in table[table["method"] == method].itertuples()]

@@ -12,6 +12,13 @@ identically: network, EMA, optimiser, scheduler, generator states, step and
 losses. A later call with the same ``checkpoint_dir`` resumes from them; a
 checkpoint of a different set-up is refused, never silently continued.
 
+EMA snapshots (:func:`read_snapshot`) keep, at every checkpoint step, every step
+of ``config.evaluate_at`` and the last step, only what sampling needs: the EMA
+weights and the training wall time up to that step. They let the harness score
+a method along its training budget from one training run. A snapshot at step
+b of an S-step run is the EMA of a schedule not yet annealed at b, not the end
+of a b-step run.
+
 Under torchrun (an initialised ``torch.distributed`` group, see
 :mod:`bench.core.distributed`) the same loop trains with DistributedDataParallel.
 """
@@ -46,9 +53,10 @@ from bench.core.io import atomic_path
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 
 CHECKPOINT_NAME = "train_checkpoint.pt"
-CHECKPOINT_FORMAT = 1
-# Settings that change how a run goes on but not what it computes.
-_NOT_FINGERPRINTED = ("checkpoint_every", "progress")
+CHECKPOINT_FORMAT = 2
+SNAPSHOT_FORMAT = 1
+# Settings that change how a run goes on or what it keeps, but not what it computes.
+_NOT_FINGERPRINTED = ("checkpoint_every", "progress", "evaluate_at")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class TrainConfig:
         mixed_precision: bfloat16 autocast on CUDA (ignored on CPU).
         checkpoint_every: steps between checkpoints; 0 writes none.
         progress: show a progress bar with the loss (off for CI logs).
+        evaluate_at: training steps, besides the last, whose EMA weights are kept as
+            snapshots (in ``checkpoint_dir``) to score quality along the budget; steps
+            at or beyond ``steps`` are the last step's (so that a preset's budgets
+            survive ``--set train.steps=...``).
     """
 
     steps: int = 2000
@@ -79,6 +91,7 @@ class TrainConfig:
     mixed_precision: bool = True
     checkpoint_every: int = 0
     progress: bool = False
+    evaluate_at: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [("steps", self.steps >= 1, "at least 1"),
@@ -92,6 +105,34 @@ class TrainConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise BenchError(f"train.{name} must be {allowed}, got {getattr(self, name)!r}")
+        if min(self.evaluate_at, default=1) < 1 or len(set(self.evaluate_at)) != len(
+                self.evaluate_at):
+            raise BenchError(f"train.evaluate_at {list(self.evaluate_at)}: give distinct "
+                             f"positive training steps, e.g. [250, 500, 1000]")
+
+    def snapshot_steps(self) -> list[int]:
+        """The steps whose EMA weights are kept: the checkpoint steps, ``evaluate_at`` and
+        the last step."""
+        every = self.checkpoint_every
+        checkpoints = range(every, self.steps + 1, every) if every > 0 else []
+        return sorted({*checkpoints, *(step for step in self.evaluate_at if step < self.steps),
+                       self.steps})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The EMA weights a training run held at one step (see :func:`read_snapshot`).
+
+    Attributes:
+        step: optimiser steps taken when it was kept.
+        ema: the EMA network's state dict.
+        train_seconds: wall-clock seconds of training up to that step, summed over
+            resumes.
+    """
+
+    step: int
+    ema: dict[str, torch.Tensor]
+    train_seconds: float
 
 
 @dataclass
@@ -138,9 +179,11 @@ def train_network(network: nn.Module, loss_fn: LossFn, data: torch.Tensor, confi
         name: method name, for error messages and the progress bar.
         checkpoint_dir: folder of the checkpoint; with ``config.checkpoint_every > 0``
             a checkpoint is written there every that many steps and at the end, and
-            a checkpoint found there at the start is resumed (with
-            ``checkpoint_every`` 0 the folder is not used at all). Under torchrun
-            rank 0 writes it and every rank reads it: use a shared filesystem.
+            a checkpoint found there at the start is resumed. With checkpoints or
+            ``config.evaluate_at``, the EMA snapshots of
+            :meth:`TrainConfig.snapshot_steps` go there too (with neither, the folder
+            is not used at all). Under torchrun rank 0 writes them and every rank
+            reads them: use a shared filesystem.
         sync_every: steps between the host reading the losses back (finite check,
             progress bar, logging); every step is checked, this only sets how soon.
             Default 1 on CPU, 50 on accelerators (no device sync per step).
@@ -166,6 +209,37 @@ def train_network(network: nn.Module, loss_fn: LossFn, data: torch.Tensor, confi
                        parameter_count=sum(p.numel() for p in network.parameters()
                                            if p.requires_grad),
                        grad_norms=loop.grad_norms, resumed_from=resumed_from)
+
+
+def snapshot_path(checkpoint_dir: str | Path, step: int) -> Path:
+    """Where the EMA snapshot of ``step`` lives in a checkpoint folder."""
+    return Path(checkpoint_dir) / f"ema-step{step}.pt"
+
+
+def kept_steps(checkpoint_dir: str | Path) -> list[int]:
+    """The steps of the EMA snapshots in a checkpoint folder, ascending."""
+    return sorted(int(found.stem.removeprefix("ema-step"))
+                  for found in Path(checkpoint_dir).glob("ema-step*.pt"))
+
+
+def read_snapshot(checkpoint_dir: str | Path, step: int) -> Snapshot:
+    """The EMA snapshot that :func:`train_network` kept at ``step`` in ``checkpoint_dir``.
+
+    Raises:
+        BenchError: no snapshot of that step (naming the steps there are), or an
+            unreadable one.
+    """
+    path = snapshot_path(checkpoint_dir, step)
+    if not path.is_file():
+        raise BenchError(f"{path}: no EMA snapshot of training step {step} (kept: "
+                         f"{kept_steps(checkpoint_dir) or 'none'}); the training kept "
+                         f"snapshots at its checkpoint steps and train.evaluate_at when it "
+                         f"ran: pick one of those, or delete the cell's folder to train it "
+                         f"again")
+    payload = _read_payload(path, SNAPSHOT_FORMAT, "an EMA snapshot",
+                            "delete the cell's folder to train it again")
+    return Snapshot(step=int(payload["step"]), ema=payload["ema"],
+                    train_seconds=float(payload["train_seconds"]))
 
 
 def warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
@@ -248,9 +322,11 @@ class _Loop:
 
     def __init__(self, network: nn.Module, data: torch.Tensor, config: TrainConfig, seed: int,
                  device: torch.device, name: str, group: ProcessGroup,
-                 checkpoint: Path | None) -> None:
+                 checkpoint: Path | None, snapshot_dir: Path | None) -> None:
         self.network, self.config, self.seed, self.name = network, config, seed, name
         self.device, self.group, self.checkpoint = device, group, checkpoint
+        self.snapshot_dir, self.snapshot_steps = snapshot_dir, set(config.snapshot_steps())
+        self.seconds_before, self.started = 0.0, time.perf_counter()
         self.data = data.to(device)
         self.ema = _frozen_copy(network)
         fused = device.type in ("cpu", "cuda")
@@ -272,10 +348,12 @@ class _Loop:
         if group.size > 1 and device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         network.to(device).train()
-        checkpoint = None
+        checkpoint = snapshot_dir = None
         if checkpoint_dir is not None and config.checkpoint_every > 0:
             checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
-        loop = cls(network, data, config, seed, device, name, group, checkpoint)
+        if checkpoint_dir is not None and (config.checkpoint_every > 0 or config.evaluate_at):
+            snapshot_dir = Path(checkpoint_dir)
+        loop = cls(network, data, config, seed, device, name, group, checkpoint, snapshot_dir)
         if checkpoint is not None and checkpoint.is_file():
             loop.restore(checkpoint, _read_checkpoint(checkpoint))
         if group.size > 1:
@@ -300,6 +378,7 @@ class _Loop:
         pending: list[torch.Tensor] = []
         bar = tqdm(total=config.steps, initial=self.step, desc=self.name, unit="step",
                    disable=not (config.progress and self.group.is_main))
+        self.started = time.perf_counter()
         with bar:
             for step in range(self.step, config.steps):
                 index = torch.randint(len(self.data), (batch,), generator=generator)
@@ -316,9 +395,13 @@ class _Loop:
                 pending += (loss.detach().float().reshape(()), norm)
                 self.step = step + 1
                 due = self._checkpoint_due()
-                if due or len(pending) >= 2 * sync_every or self.step == config.steps:
+                keep = self.snapshot_dir is not None and self.step in self.snapshot_steps
+                if due or keep or len(pending) >= 2 * sync_every or self.step == config.steps:
                     self._absorb(pending, bar)
                     pending = []
+                # The snapshot first: a kill between the two replays the steps up to it.
+                if keep:
+                    self.keep_snapshot()
                 if due:
                     self.save()
         self.optimiser.zero_grad(set_to_none=True)
@@ -351,6 +434,22 @@ class _Loop:
             bar.update(len(values))
             bar.set_postfix(loss=f"{values[-1][0]:.4g}", refresh=False)
 
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of training so far, over every resume."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def keep_snapshot(self) -> None:
+        """Write the EMA snapshot of this step atomically (rank 0 only)."""
+        if self.snapshot_dir is None or not self.group.is_main:
+            return
+        payload = {"format_version": SNAPSHOT_FORMAT, "fingerprint": self.fingerprint,
+                   "step": self.step, "ema": self.ema.state_dict(),
+                   "train_seconds": self.train_seconds}
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(snapshot_path(self.snapshot_dir, self.step)) as tmp:
+            torch.save(payload, tmp)
+
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0 only; every rank must call this)."""
         if self.checkpoint is None:
@@ -363,7 +462,8 @@ class _Loop:
                    "ema": self.ema.state_dict(), "optimiser": self.optimiser.state_dict(),
                    "scheduler": self.schedule.state_dict(), "generators": generators,
                    "losses": torch.tensor(self.losses, dtype=torch.float64),
-                   "grad_norms": torch.tensor(self.grad_norms, dtype=torch.float64)}
+                   "grad_norms": torch.tensor(self.grad_norms, dtype=torch.float64),
+                   "train_seconds": self.train_seconds}
         with atomic_path(self.checkpoint) as tmp:
             torch.save(payload, tmp)
 
@@ -378,6 +478,7 @@ class _Loop:
         self.step = int(payload["step"])
         self.losses = payload["losses"].tolist()
         self.grad_norms = payload["grad_norms"].tolist()
+        self.seconds_before = float(payload["train_seconds"])
 
 
 def _frozen_copy(network: nn.Module) -> nn.Module:
@@ -386,16 +487,20 @@ def _frozen_copy(network: nn.Module) -> nn.Module:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
+    return _read_payload(path, CHECKPOINT_FORMAT, "a training checkpoint",
+                         "delete it to train from the start")
+
+
+def _read_payload(path: Path, format_version: int, what: str, fix: str) -> dict[str, Any]:
+    """A file the loop wrote with ``torch.save``, of the given format; else a BenchError."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: any unpickling error
         reason = (str(error).strip().splitlines() or [""])[0][:200]
-        raise BenchError(f"{path}: cannot read this training checkpoint "
-                         f"({type(error).__name__}: {reason}); delete it to train from the "
-                         f"start") from error
-    if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT:
-        raise BenchError(f"{path}: not a training checkpoint of format {CHECKPOINT_FORMAT}; "
-                         f"delete it to train from the start")
+        raise BenchError(f"{path}: cannot read {what} ({type(error).__name__}: {reason}); "
+                         f"{fix}") from error
+    if not isinstance(payload, dict) or payload.get("format_version") != format_version:
+        raise BenchError(f"{path}: not {what} of format {format_version}; {fix}")
     return payload
 
 

@@ -23,6 +23,7 @@ TAGS = {
     "nfe": "plotted against the number of network evaluations",
     "gate": "compared with the CI baseline by `bench check`",
     "floor": "`bench check` requires otfm to beat the gaussian floor on it",
+    "training": "scored at every training budget of train.evaluate_at, as headline values are",
 }
 """The tags a :class:`ValueSpec` may carry, with what each one does."""
 

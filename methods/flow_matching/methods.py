@@ -101,6 +101,7 @@ class FlowMatchingMethod(Method):
 
     Params: ClassVar[type[FlowParams]] = CFMParams
     params: FlowParams
+    trains = True
 
     @abstractmethod
     def coupling(self) -> Coupling:
@@ -167,6 +168,9 @@ class FlowMatchingMethod(Method):
         network = build_backbone(self._data_shape(), self.backbone_, seed=0)
         network.load_state_dict(state["network"])
         self.network_ = network.to(device).requires_grad_(False)
+
+    def _load_weights(self, ema: dict[str, torch.Tensor]) -> None:
+        self.network_.load_state_dict(ema)
 
 
 @register_method("cfm")

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.core.training import train_network
-from methods.base import FitConfig, FitReport
+from bench.core.training import kept_steps, read_snapshot, train_network
+from methods.base import FitConfig, FitReport, Method
 from methods.flow_matching.coupling import Coupling, IndependentCoupling
 from methods.flow_matching.loss import FlowMatchingLoss
 from methods.flow_matching.methods import (CFMParams, ConditionalFlowMatching,
@@ -95,6 +95,16 @@ class Reflow(FlowMatchingMethod):
                          losses=report_1.losses + result.losses,
                          wall_time_s=time.perf_counter() - start,
                          parameter_count=result.parameter_count, extra=extra)
+
+    def at_training_step(self, step: int, checkpoint_dir: str | Path) -> tuple[Method, float]:
+        """rf2 with its reflow stage at ``step`` (the first flow trained in full); the
+        seconds add the first stage's whole training to the reflow's up to ``step``."""
+        earlier, seconds = super().at_training_step(step, checkpoint_dir)
+        stage_1 = Path(checkpoint_dir) / "stage_1"
+        return earlier, seconds + read_snapshot(stage_1, kept_steps(stage_1)[-1]).train_seconds
+
+    def _snapshot_dir(self, checkpoint_dir: Path) -> Path:
+        return checkpoint_dir / "stage_2"
 
     def reflow_pairs(self, first: FlowMatchingMethod, seed: int,
                      device: torch.device) -> tuple[torch.Tensor, int]:

@@ -7,7 +7,7 @@ import methods  # noqa: F401  (registers the built-in methods)
 from bench.check import Gated, allowed, compare, headline, read_baseline, write_baseline
 from bench.config import load_config
 from bench.core.errors import BenchError
-from bench.report import Catalogue, collect_results
+from bench.report import Catalogue, collect_results, final_rows
 from bench.run import run_benchmark
 from bench.store import RunFolder
 from methods.flow_matching.path import GaussianPath, PathSample
@@ -92,7 +92,7 @@ def test_gate_catches_a_wrong_velocity_sign(tmp_path, monkeypatch):
     def gate_figures(name):
         run_benchmark(config, tmp_path / name, quiet=True)
         run = RunFolder(tmp_path / name)
-        return headline(collect_results(run), Catalogue(run.catalogue()))
+        return headline(final_rows(collect_results(run)), Catalogue(run.catalogue()))
 
     good = gate_figures("good")
     write_baseline(tmp_path / "baseline.json", good)

@@ -12,8 +12,8 @@ from torch import nn
 
 from bench.core.distributed import ProcessGroup, local_batch_size, rank_seed
 from bench.core.errors import BenchError
-from bench.core.training import (CHECKPOINT_NAME, TrainConfig, clip_gradients_,
-                                 train_network, update_ema, warmup_cosine)
+from bench.core.training import (CHECKPOINT_NAME, TrainConfig, clip_gradients_, read_snapshot,
+                                 snapshot_path, train_network, update_ema, warmup_cosine)
 from methods.backbones import BackboneConfig, build_backbone
 
 REPO = Path(__file__).resolve().parents[3]
@@ -180,7 +180,8 @@ def test_checkpoints_load_weights_only_and_leave_no_temporary_files(tmp_path):
     config = toy_config(steps=12, checkpoint_every=5)
     train_network(toy_network(), flow_loss, toy_data(), config, 0, "cpu", "toy",
                   checkpoint_dir=tmp_path)
-    assert [path.name for path in tmp_path.iterdir()] == [CHECKPOINT_NAME]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "ema-step10.pt", "ema-step12.pt", "ema-step5.pt", CHECKPOINT_NAME]
     state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert state["step"] == 12 and len(state["losses"]) == 12
     assert state["generators"].dtype == torch.uint8 and state["generators"].shape[0] == 1
@@ -192,6 +193,80 @@ def test_no_checkpoint_without_a_folder_or_interval(tmp_path):
     train_network(toy_network(), flow_loss, toy_data(), toy_config(steps=5), 0, "cpu", "toy",
                   checkpoint_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+# --- EMA snapshots along the budget ------------------------------------------------------
+
+
+def test_snapshots_are_kept_at_checkpoints_evaluate_at_and_the_last_step(tmp_path):
+    config = toy_config(steps=20, checkpoint_every=8, evaluate_at=(3, 8))
+    assert config.snapshot_steps() == [3, 8, 16, 20]
+    result = train_network(toy_network(), flow_loss, toy_data(), config, 0, "cpu", "toy",
+                           checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("ema-step*.pt")) == [
+        "ema-step16.pt", "ema-step20.pt", "ema-step3.pt", "ema-step8.pt"]
+    last = read_snapshot(tmp_path, 20)
+    assert last.step == 20
+    for name, value in result.ema.state_dict().items():
+        assert torch.equal(last.ema[name], value), name
+    seconds = [read_snapshot(tmp_path, step).train_seconds for step in (3, 8, 16, 20)]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+
+
+def test_a_snapshot_is_the_ema_the_run_held_at_that_step(tmp_path):
+    uninterrupted = tmp_path / "whole"
+    train_network(toy_network(), flow_loss, toy_data(), toy_config(evaluate_at=(7,)), 0, "cpu",
+                  "toy", checkpoint_dir=uninterrupted)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(Killed):  # dies in step 8, after the checkpoint of step 7
+        train_network(toy_network(), killed_at(7), toy_data(), toy_config(checkpoint_every=7),
+                      0, "cpu", "toy", checkpoint_dir=stopped)
+    held = torch.load(stopped / CHECKPOINT_NAME, weights_only=True)["ema"]
+    kept = read_snapshot(uninterrupted, 7).ema
+    assert kept.keys() == held.keys()
+    assert all(torch.equal(kept[name], held[name]) for name in held)
+
+
+def test_keeping_snapshots_changes_no_weight(tmp_path):
+    plain, keeping = toy_network(), toy_network()
+    train_network(plain, flow_loss, toy_data(), toy_config(), 2, "cpu", "toy")
+    train_network(keeping, flow_loss, toy_data(), toy_config(evaluate_at=(5, 10)), 2, "cpu",
+                  "toy", checkpoint_dir=tmp_path)
+    assert_same_weights(plain, keeping)
+
+
+def test_training_time_adds_up_over_a_resume(tmp_path):
+    config = toy_config(steps=40, checkpoint_every=20)
+    with pytest.raises(Killed):
+        train_network(toy_network(), killed_at(25), toy_data(), config, 0, "cpu", "toy",
+                      checkpoint_dir=tmp_path)
+    before = read_snapshot(tmp_path, 20).train_seconds
+    train_network(toy_network(), flow_loss, toy_data(), config, 0, "cpu", "toy",
+                  checkpoint_dir=tmp_path)
+    assert read_snapshot(tmp_path, 40).train_seconds > before
+
+
+def test_a_missing_snapshot_names_the_kept_steps_and_the_fix(tmp_path):
+    train_network(toy_network(), flow_loss, toy_data(), toy_config(evaluate_at=(4,)), 0, "cpu",
+                  "toy", checkpoint_dir=tmp_path)
+    with pytest.raises(BenchError) as error:
+        read_snapshot(tmp_path, 5)
+    message = str(error.value)
+    assert str(snapshot_path(tmp_path, 5)) in message
+    assert "[4, 20]" in message and "delete the cell's folder" in message
+    snapshot_path(tmp_path, 4).write_bytes(b"torn")
+    with pytest.raises(BenchError, match="cannot read an EMA snapshot"):
+        read_snapshot(tmp_path, 4)
+
+
+@pytest.mark.parametrize("evaluate_at", [(0,), (5, 5)])
+def test_evaluate_at_must_be_distinct_positive_steps(evaluate_at):
+    with pytest.raises(BenchError, match=r"train.evaluate_at .*distinct positive"):
+        toy_config(evaluate_at=evaluate_at)
+
+
+def test_evaluate_at_beyond_the_budget_is_the_last_step():
+    assert toy_config(steps=20, evaluate_at=(5, 20, 40)).snapshot_steps() == [5, 20]
 
 
 @pytest.mark.parametrize("change, key", [
@@ -383,8 +458,10 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path):
     losses = ranks[0]["losses"]
     assert losses == ranks[1]["losses"] and len(losses) == 30
     assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
-    # rank 0 wrote one checkpoint holding both ranks' (different) generator states
-    assert [path.name for path in checkpoints.iterdir()] == [CHECKPOINT_NAME]
+    # rank 0 wrote one checkpoint holding both ranks' (different) generator states, and
+    # the EMA snapshots of the checkpoint steps
+    assert sorted(path.name for path in checkpoints.iterdir()) == [
+        "ema-step10.pt", "ema-step20.pt", "ema-step30.pt", CHECKPOINT_NAME]
     state = torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)
     assert state["step"] == 30 and state["fingerprint"]["processes"] == 2
     assert state["generators"].shape[0] == 2
