@@ -18,8 +18,8 @@ B_VALUES = [11.0, 13.0, 12.0, 14.5, 14.5]  # a + (10, 11, 9, 10.5, 9.5): worse o
 def long_rows(metric, steps, values_by_method, group="distribution", higher=False):
     return pd.DataFrame([
         {"run": "r", "method": method, "seed": seed, "steps": steps, "nfe": steps,
-         "train_steps": 100, "group": group, "metric": metric, "value": value, "higher_is_better": higher,
-         "unit": "mm^2"}
+         "train_steps": 100, "group": group, "metric": metric, "value": value,
+         "higher_is_better": higher, "unit": "mm^2"}
         for method, values in values_by_method.items() for seed, value in enumerate(values)])
 
 
