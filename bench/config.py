@@ -67,8 +67,11 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         _at_least("sampling.n_samples", self.n_samples, 2)
-        for steps in self.training_curve_steps:
-            _at_least("sampling.training_curve_steps", steps, 1)
+        outside = sorted(set(self.training_curve_steps) - set(self.steps))
+        if outside:
+            raise BenchError(f"config sampling.training_curve_steps: {outside} are not among "
+                             f"sampling.steps {list(self.steps)}; the training curve is "
+                             f"scored at budgets the tables show, so pick among those")
         if not self.steps:
             raise BenchError("config sampling.steps: give at least one step budget, e.g. [10]")
         for steps in self.steps:

@@ -165,13 +165,14 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
     for target in (run.results_path, out_dir / "results.csv"):
         target.parent.mkdir(parents=True, exist_ok=True)
         write_table(target, rows)
-    steps = steps or int(rows["steps"].max())
-    if steps not in set(rows["steps"]):
+    final = final_rows(rows)
+    steps = steps or int(final["steps"].max())
+    if steps not in set(final["steps"]):
         raise BenchError(f"--steps {steps}: the run has step budgets "
-                         f"{sorted(set(rows['steps']))}")
+                         f"{sorted(set(final['steps']))}")
     catalogue = Catalogue(run.catalogue())
     curve = training_curve_rows(rows, steps)
-    everything = with_robustness(final_rows(rows), steps, catalogue, curve)
+    everything = with_robustness(final, steps, catalogue, curve)
     methods, ranked = columns(run, everything)
     unranked = undiscriminating(everything, steps)
     headline = headline_rows(everything, catalogue)

@@ -415,24 +415,27 @@ def _score_curve(context: RunContext, cell: Cell, folder: CellFolder,
                  curve: list[tuple[int, int]], timings: dict[str, float]) -> None:
     """Sample the EMA snapshots of the training budgets in ``curve`` and score them with the
     values tagged ``headline`` or ``training``, one file per point; the training time up
-    to each budget goes to the timings (``train-to-stepB``)."""
+    to each budget goes to the timings (``train-to-stepB``), the curve's own sampling and
+    scoring to ``curve-sample`` and ``curve-evaluate``."""
     method = Method.load(folder.method_path)
     metrics = [metric for metric in context.metrics
                if any(spec.tags & CURVE_TAGS for spec in metric.outputs)]
     final = context.config.train.steps
     timings[f"train-to-step{final}"] = method.at_training_step(final, folder.checkpoint_dir)[1]
+    spent: dict[str, float] = {}
     for train in sorted({train for train, _ in curve}):
         earlier, seconds = method.at_training_step(train, folder.checkpoint_dir)
         timings[f"train-to-step{train}"] = seconds
         for steps in [steps for point, steps in curve if point == train]:
-            volumes, nfe = _samples(context, earlier, cell, steps, folder, timings, train)
-            with timed(timings, "evaluate"):
+            volumes, nfe = _samples(context, earlier, cell, steps, folder, spent, train)
+            with timed(spent, "evaluate"):
                 evaluation = evaluate(context.reference, volumes, cell.seed, metrics)
             values = [value for value in evaluation.values
                       if any(spec.matches(value.name) and spec.tags & CURVE_TAGS
                              for metric in metrics for spec in metric.outputs)]
             write_table(folder.curve_path(train, steps),
                         result_rows(context.run.name, cell, steps, nfe, train, values))
+    timings.update({f"curve-{stage}": seconds for stage, seconds in spent.items()})
 
 
 def _cell_rows(context: RunContext, cell: Cell, folder: CellFolder,

@@ -85,8 +85,9 @@ CODE_PACKAGES = ("bench", "methods", "metrics", "downstream")
 # no cell's numbers: a cell's hash leaves them out, so a run with another seed or
 # method added, or with other jobs, reuses the cells it shares with an earlier one.
 NOT_CELL_SETTINGS = ("methods", "references", "seeds", "method_params", "jobs")
-# Settings that only add training-curve files to a finished cell (the snapshots they read
-# are kept whatever they say), so that adding a training budget scores only it.
+# Settings that only add training-curve files to a finished cell, so that adding a training
+# budget scores only it, from the snapshot its training kept (at every checkpoint step
+# too; a budget never kept fails the cell by name).
 NOT_CELL_CURVE_SETTINGS = (("train", "evaluate_at"), ("sampling", "training_curve_steps"))
 
 

@@ -114,7 +114,7 @@ def ranks_by_training_budget(curve: pd.DataFrame, steps: int, ranked: list[str]
 
     Returns:
         Mean ranks, one row per training budget (index ``train_steps``, ascending) and
-        one column per ranked method.
+        one column per ranked method that has a curve.
     """
     budgets = sorted(int(budget) for budget in curve["train_steps"].unique())
     scored_at = curve.groupby("metric")["train_steps"].nunique()
@@ -122,7 +122,7 @@ def ranks_by_training_budget(curve: pd.DataFrame, steps: int, ranked: list[str]
     ranks = {budget: mean_ranks(leaderboard(picked[picked["train_steps"] == budget], steps,
                                             ranked))
              for budget in budgets}
-    frame = pd.DataFrame(ranks).T.reindex(columns=ranked)
+    frame = pd.DataFrame(ranks).T.reindex(columns=ranked).dropna(axis="columns", how="all")
     frame.index.name = "train_steps"
     return frame
 

@@ -135,7 +135,7 @@ def budget_sentence(ranks: pd.DataFrame) -> str:
     Args:
         ranks: mean ranks per training budget (:func:`bench.tables.ranks_by_training_budget`).
     """
-    if len(ranks) < 2 or ranks.shape[1] < 2:
+    if len(ranks) < 2 or ranks.shape[1] < 2:  # a method without a curve has no column
         return ""
     leaders = {int(budget): _leaders(row) for budget, row in ranks.iterrows()}
     span = f"{min(leaders)} to {max(leaders)} training steps"

@@ -101,7 +101,8 @@ class Reflow(FlowMatchingMethod):
         seconds add the first stage's whole training to the reflow's up to ``step``."""
         earlier, seconds = super().at_training_step(step, checkpoint_dir)
         stage_1 = Path(checkpoint_dir) / "stage_1"
-        return earlier, seconds + read_snapshot(stage_1, kept_steps(stage_1)[-1]).train_seconds
+        last = max(kept_steps(stage_1), default=0)  # 0: no snapshot, a clear BenchError
+        return earlier, seconds + read_snapshot(stage_1, last).train_seconds
 
     def _snapshot_dir(self, checkpoint_dir: Path) -> Path:
         return checkpoint_dir / "stage_2"

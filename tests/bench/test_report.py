@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from bench.report import Catalogue, with_robustness
-from bench.tables import (STATISTICS, gap_closed, leaderboard, numeric_table, shown_methods,
-                          text_table)
+from bench.tables import (STATISTICS, gap_closed, leaderboard, numeric_table,
+                          ranks_by_training_budget, shown_methods, text_table)
 from bench.verdict import verdict
 
 A_VALUES = [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -57,6 +57,13 @@ def test_a_table_shows_every_ranked_method_but_only_the_references_it_has_rows_f
     table = leaderboard(long_rows("MMD-CD", 10, {"a": A_VALUES, "ceiling": [0.0] * 5}), 10,
                         ranked=["a", "b"])
     assert shown_methods(table, ["a", "b", "ceiling", "icp"], ["a", "b"]) == ["a", "b", "ceiling"]
+
+
+def test_training_ranks_leave_out_a_method_without_a_curve():
+    early = long_rows("MMD-CD", 10, {"a": B_VALUES}).assign(train_steps=50)
+    late = long_rows("MMD-CD", 10, {"a": A_VALUES})
+    ranks = ranks_by_training_budget(pd.concat([early, late]), 10, ["a", "b"])
+    assert list(ranks.columns) == ["a"] and list(ranks.index) == [50, 100]
 
 
 def test_the_csv_layout_is_numeric_and_the_text_layout_has_methods_as_columns():

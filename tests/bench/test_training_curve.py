@@ -6,6 +6,7 @@ import pytest
 import bench.run
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.config import load_config
+from bench.core.errors import BenchError
 from bench.report import collect_results, write_report
 from bench.run import run_benchmark
 from bench.store import RunFolder
@@ -90,7 +91,14 @@ def test_the_report_plots_ranks_and_times_the_training_curve(tmp_path):
     assert set(to_within["method"]) == {"ddpm", "otfm"}
     assert to_within["mean"].isin([10, 20, 40]).all()
     timings = pd.read_csv(tmp_path / "report" / "timings.csv")
-    assert {"train-to-step10", "train-to-step20", "train-to-step40"} <= set(timings["stage"])
+    assert {"train-to-step10", "train-to-step20", "train-to-step40", "curve-sample",
+            "curve-evaluate"} <= set(timings["stage"])
+
+
+def test_curve_budgets_must_be_budgets_the_tables_show():
+    with pytest.raises(BenchError, match=r"sampling.training_curve_steps: \[5\] are not among "
+                                         r"sampling.steps \[1, 2\]"):
+        config("sampling.training_curve_steps=[5]")
 
 
 class Killed(Exception):
