@@ -109,21 +109,26 @@ def training_curve_rows(rows: pd.DataFrame, steps: int) -> pd.DataFrame:
                     & at_steps["metric"].isin(set(earlier["metric"]))]
 
 
-def training_seconds(run: RunFolder) -> pd.DataFrame:
-    """Training wall time up to each kept budget, per cell: columns method, seed,
-    train_steps, seconds (from the cells' timings, ``train-to-stepB``)."""
+def cell_timings(run: RunFolder) -> pd.DataFrame:
+    """Wall-clock seconds per stage of every planned cell that has timings: columns cell
+    (its folder), method, seed, stage, seconds."""
     records = []
     for folder in run.planned():
         path = folder.file(TIMINGS_FILE)
-        if not path.is_file():
-            continue
-        for stage, seconds in json.loads(path.read_text()).items():
-            if stage.startswith(TRAINING_TIME_STAGE):
-                info = folder.info()
-                records.append({"method": info["method"], "seed": info["seed"],
-                                "train_steps": int(stage.removeprefix(TRAINING_TIME_STAGE)),
-                                "seconds": seconds})
-    return pd.DataFrame(records, columns=["method", "seed", "train_steps", "seconds"])
+        if path.is_file():
+            info = folder.info()
+            records += [{"cell": folder.name, "method": info["method"], "seed": info["seed"],
+                         "stage": stage, "seconds": seconds}
+                        for stage, seconds in json.loads(path.read_text()).items()]
+    return pd.DataFrame(records, columns=["cell", "method", "seed", "stage", "seconds"])
+
+
+def training_seconds(timings: pd.DataFrame) -> pd.DataFrame:
+    """Training wall time up to each kept budget, per cell: columns method, seed,
+    train_steps, seconds (the ``train-to-stepB`` stages of :func:`cell_timings`)."""
+    picked = timings[timings["stage"].str.startswith(TRAINING_TIME_STAGE)]
+    return picked.assign(train_steps=picked["stage"].str.removeprefix(TRAINING_TIME_STAGE)
+                         .astype(int))[["method", "seed", "train_steps", "seconds"]]
 
 
 def with_robustness(rows: pd.DataFrame, steps: int, catalogue: Catalogue,
@@ -192,13 +197,14 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
                              shown_methods(table, methods, ranked), style,
                              ranked=name not in unranked_sections)
                for name, table in tables for style in formats]
-    written.append(_write_timings(run, out_dir))
+    timings = cell_timings(run)
+    written.append(_write_timings(timings, out_dir))
     training = None
     if len(curve):
         ranks = ranks_by_training_budget(curve[curve["method"].isin(ranked)], steps, ranked)
         written += [_write_ranks(out_dir / f"{TRAINING_SECTION}.{style}", ranks, style)
                     for style in formats if style != "html"]
-        training = TrainingCurve(curve, training_seconds(run), ranks,
+        training = TrainingCurve(curve, training_seconds(timings), ranks,
                                  everything[(everything["steps"] == steps)
                                             & ~everything["method"].isin(ranked)])
     if "html" in formats:
@@ -294,12 +300,8 @@ def _write_ranks(path: Path, ranks: pd.DataFrame, style: str) -> Path:
     return path
 
 
-def _write_timings(run: RunFolder, out_dir: Path) -> Path:
-    records = []
-    for path in run.planned_files(TIMINGS_FILE):
-        for stage, seconds in json.loads(path.read_text()).items():
-            records.append({"cell": path.parent.name, "stage": stage, "seconds": seconds})
+def _write_timings(timings: pd.DataFrame, out_dir: Path) -> Path:
     target = out_dir / "timings.csv"
     with atomic_path(target) as tmp:
-        pd.DataFrame(records, columns=["cell", "stage", "seconds"]).to_csv(tmp, index=False)
+        timings[["cell", "stage", "seconds"]].to_csv(tmp, index=False)
     return target

@@ -418,12 +418,13 @@ def _score_curve(context: RunContext, cell: Cell, folder: CellFolder,
     to each budget goes to the timings (``train-to-stepB``), the curve's own sampling and
     scoring to ``curve-sample`` and ``curve-evaluate``."""
     method = Method.load(folder.method_path)
+    specs = [spec for metric in context.metrics for spec in metric.outputs
+             if spec.tags & CURVE_TAGS]
     metrics = [metric for metric in context.metrics
-               if any(spec.tags & CURVE_TAGS for spec in metric.outputs)]
-    final = context.config.train.steps
-    timings[f"train-to-step{final}"] = method.at_training_step(final, folder.checkpoint_dir)[1]
+               if any(spec in specs for spec in metric.outputs)]
     spent: dict[str, float] = {}
-    for train in sorted({train for train, _ in curve}):
+    # The final budget adds only its training time: its rows are the cell's results.
+    for train in sorted({train for train, _ in curve} | {context.config.train.steps}):
         earlier, seconds = method.at_training_step(train, folder.checkpoint_dir)
         timings[f"train-to-step{train}"] = seconds
         for steps in [steps for point, steps in curve if point == train]:
@@ -431,8 +432,7 @@ def _score_curve(context: RunContext, cell: Cell, folder: CellFolder,
             with timed(spent, "evaluate"):
                 evaluation = evaluate(context.reference, volumes, cell.seed, metrics)
             values = [value for value in evaluation.values
-                      if any(spec.matches(value.name) and spec.tags & CURVE_TAGS
-                             for metric in metrics for spec in metric.outputs)]
+                      if any(spec.matches(value.name) for spec in specs)]
             write_table(folder.curve_path(train, steps),
                         result_rows(context.run.name, cell, steps, nfe, train, values))
     timings.update({f"curve-{stage}": seconds for stage, seconds in spent.items()})
