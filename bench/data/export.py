@@ -11,6 +11,8 @@ vertices in mm. ``bench data import`` reads all three back onto the same grid.
 from __future__ import annotations
 
 import gzip
+import io
+import re
 from pathlib import Path
 
 import nibabel
@@ -61,7 +63,11 @@ def _write_nrrd(volume: np.ndarray, path: Path) -> None:
     header = {"space": "right-anterior-superior", "space directions": affine[:3, :3],
               "space origin": affine[:3, 3], "encoding": "gzip",
               "kinds": ["domain", "domain", "domain"]}
-    nrrd.write(str(path), volume.astype(np.uint8), header, index_order="F")
+    buffer = io.BytesIO()
+    nrrd.write(buffer, volume.astype(np.uint8), header, index_order="F")
+    # pynrrd stamps the wall-clock time in a comment line; without it the same skull
+    # always gives the same bytes, as the NIfTI writer's mtime=0 does.
+    path.write_bytes(re.sub(rb"# on [^\n]*\(GMT\)\.\n", b"", buffer.getvalue(), count=1))
 
 
 def _write_stl(volume: np.ndarray, path: Path) -> None:
