@@ -219,8 +219,7 @@ def prepare_audit(config: RunConfig, run: RunFolder, chosen: list[Metric], seeds
                          f"corruptions change the generator's known distribution, which an "
                          f"imported dataset does not have")
     run.write_config(config, environment(config.device))
-    representation, _ = fitted_representation(config, run, dataset,
-                                              dataset.manifest.get("data_sha256", ""))
+    representation, _, _ = fitted_representation(config, run, dataset)
     train_latents = representation.encode(dataset.subset("train").volumes).numpy()
     for seed in range(seeds):  # the oracle sets most corruptions start from, on every core
         oracle_subjects(dataset, config.sampling.n_samples, seed, workers=os.cpu_count() or 1)

@@ -26,8 +26,11 @@ from bench.data.dataset import SPLITS
 from bench.core.training import TrainConfig
 from methods.backbones import BackboneConfig
 
-PRESETS = ("ci", "quick", "downstream", "paper64")
+PRESETS = ("ci", "quick", "downstream", "latent", "paper64", "paper-latent")
 DEFAULT_PRESET = "quick"
+EVALUATION_AUTOENCODER = {"seed": 1000, "steps": 1000}
+"""How the evaluation autoencoder differs from an ``ae`` representation's defaults: a seed
+of its own, and a shorter fit (its encoder gives features; no method decodes from it)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,14 @@ class MetricsConfig:
             e.g. ``[pointflow-emd]``, whose exact EMD costs about 40 ms a pair.
         params: metric name -> hyperparameter overrides, e.g.
             ``{ms-ssim-diversity: {pairs: 12}}``.
+        encoder: the learned 3D encoder of the ``"ae"`` feature map (FD-ae, PRDC-*-ae):
+            "" for none (those metrics are then not scored), "ae" for the evaluation
+            autoencoder (an ``ae`` representation fitted on the training split with
+            ``encoder_params`` over :data:`EVALUATION_AUTOENCODER`, cached like any
+            representation), or the path of a pretrained encoder saved with
+            ``torch.jit.save`` (e.g. MedicalNet), which maps occupancy (B, 1, R, R, R)
+            in {0, 1} to features (B, F) or feature maps (B, F, ...) that are pooled.
+        encoder_params: hyperparameters of the evaluation autoencoder.
     """
 
     points: int = 2048
@@ -101,10 +112,16 @@ class MetricsConfig:
     feature_components: int = 32
     exclude: tuple[str, ...] = ()
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    encoder: str = ""
+    encoder_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _at_least("metrics.points", self.points, 1)
         _at_least("metrics.feature_components", self.feature_components, 1)
+        if self.encoder not in ("", "ae") and not Path(self.encoder).is_file():
+            raise BenchError(f"config metrics.encoder: {self.encoder!r} is neither '' (off), "
+                             f"'ae' (the evaluation autoencoder) nor an encoder file; give the "
+                             f"path of a file saved with torch.jit.save")
         if self.reference_split not in SPLITS:
             raise BenchError(f"config metrics.reference_split: {self.reference_split!r} is not "
                              f"a split; choose one of {', '.join(SPLITS)}")

@@ -28,21 +28,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Any, Generator, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bench.config import RunConfig, to_dict, training_curve
+from bench.config import RunConfig, training_curve
 from bench.core.errors import BenchError, NonFiniteError
 from bench.core.values import ValueSpec
 from bench.core.volumes import load_volumes, save_volumes
@@ -50,7 +49,9 @@ from bench.data.dataset import SkullDataset
 from bench.data.oracle import oracle_subjects
 from bench.data.sources import load_dataset
 from bench.evaluation import Evaluation, build_reference, evaluate, selected_metrics
-from bench.representations import Representation, get_representation, reconstruction_dice
+from bench.core.io import atomic_path
+from bench.representations import Representation, get_representation
+from bench.representations.cache import cached_representation
 from bench.store import (DCR_COLUMNS, Cell, CellFolder, RunFolder, environment, result_rows,
                          write_table)
 from bench.workers import run_in_workers, thread_budget
@@ -61,6 +62,7 @@ from methods.base import METHODS, FitConfig, Method
 from methods.registry import create_method, get_method
 from metrics.base import Metric
 from metrics.diversity import MSSSIMDiversity, ms_ssim_diversity
+from metrics.features import frechet_distance
 from metrics.inputs import ReferenceSet
 from metrics.privacy import closest_records
 
@@ -72,6 +74,9 @@ BASELINES = "baselines"
 # the test split of the ci preset's 240); below it the audit's detection thresholds are not
 # known.
 AUDITED_REFERENCE_SIZE = 23
+# What the reports show of the representation's fit.
+REPRESENTATION_FIT_FACTS = ("wall_time_s", "steps", "first_loss", "final_loss",
+                            "parameter_count")
 
 
 @dataclass
@@ -273,13 +278,13 @@ def prepare_run(config: RunConfig, run: RunFolder, chosen: list[Metric],
     dataset = load_dataset(data.name, resolution=data.resolution, n=data.n, seed=data.seed,
                            mandible=data.mandible)
     dataset_hash = dataset.manifest.get("data_sha256", "")
-    representation, representation_path = fitted_representation(config, run, dataset,
-                                                                dataset_hash)
+    representation, representation_path, fit = fitted_representation(config, run, dataset,
+                                                                     quiet)
     train, val = dataset.subset("train"), dataset.subset("val")
-    reference = build_reference(dataset, config.metrics, config.threads)
+    reference = build_reference(dataset, config.metrics, config.threads, progress=not quiet)
     run.write_catalogue(catalogue(chosen, reference, config))
     run.write_reference_facts(reference_facts(dataset, representation, reference, chosen,
-                                              config.sampling.n_samples))
+                                              config.sampling.n_samples, fit))
     save_volumes(run.reference_examples, reference.volumes[:4], 0)
     references = reference_names(config)
     truth = RunTruth(dataset, representation)
@@ -311,18 +316,18 @@ class RunTruth:
 
 
 def fitted_representation(config: RunConfig, run: RunFolder, dataset: SkullDataset,
-                          dataset_hash: str) -> tuple[Representation, Path]:
-    """The run's representation, fitted on the training split once and kept in shared/."""
-    key = hashlib.sha256(json.dumps([to_dict(config.representation), dataset_hash],
-                                    sort_keys=True).encode()).hexdigest()[:10]
-    path = run.representation_path(key)
-    if path.is_file():
-        return Representation.load(path), path
-    representation = get_representation(config.representation.name,
-                                        **config.representation.params)
-    representation.fit(dataset.subset("train").volumes)
-    representation.save(path)
-    return representation, path
+                          quiet: bool = True) -> tuple[Representation, Path, dict[str, Any]]:
+    """The run's representation, fitted on the training split once per dataset,
+    configuration and code in the cache beside the datasets
+    (:mod:`bench.representations.cache`), copied into the run's shared/ so that the run
+    folder decodes its samples on its own; with its fit report."""
+    cached = cached_representation(config.representation.name, config.representation.params,
+                                   dataset, progress=not quiet, device=config.device)
+    path = run.representation_path(cached.key)
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            shutil.copyfile(cached.path, tmp)
+    return cached.representation.to(config.device), path, cached.report
 
 
 def catalogue(chosen: list[Metric], reference: ReferenceSet, config: RunConfig
@@ -347,25 +352,30 @@ def _entry(group: str, spec: ValueSpec, source: str) -> dict[str, object]:
 
 
 def reference_facts(dataset: SkullDataset, representation: Representation,
-                    reference: ReferenceSet, chosen: list[Metric],
-                    n_samples: int) -> dict[str, object]:
+                    reference: ReferenceSet, chosen: list[Metric], n_samples: int,
+                    fit: dict[str, Any]) -> dict[str, object]:
     """What the report says about the real side: sizes, the representation's test-split
-    reconstruction Dice (the floor every method inherits), and the real skulls' own
-    diversity and DCRs (the levels a method should match)."""
-    test = dataset.subset("test")
-    dice = reconstruction_dice(representation, test.volumes) if len(test) else np.array([])
+    reconstruction Dice (the floor every method inherits) and its fit, and the real
+    skulls' own diversity and DCRs (the levels a method should match)."""
     facts: dict[str, object] = {
         "dataset": dataset.name, "n_train": len(reference.train_volumes),
         "n_reference": len(reference.volumes), "voxel_size_mm": reference.voxel_size_mm,
         "representation": representation.name,
-        "reconstruction_dice_mean": float(dice.mean()) if len(dice) else None,
-        "reconstruction_dice_min": float(dice.min()) if len(dice) else None,
+        "reconstruction_dice_mean": fit["reconstruction_dice_mean"],
+        "reconstruction_dice_min": fit["reconstruction_dice_min"],
+        "representation_fit": {key: fit[key] for key in REPRESENTATION_FIT_FACTS if key in fit},
         "reference_dcr_median": float(np.median(
             closest_records(1.0 - reference.train_dice).distance))}
     for metric in chosen:
         if isinstance(metric, MSSSIMDiversity):
             facts["reference_ms_ssim_diversity"] = ms_ssim_diversity(
                 reference.volumes, metric.params.pairs, seed=0)
+    validation = dataset.subset("val")
+    if "ae" in reference.feature_names and len(validation) >= 2:
+        # The FD of real skulls to real skulls: FD-ae's bias at this sample size.
+        facts["fd_ae_real"] = frechet_distance(
+            reference.features("ae"), reference.feature_maps["ae"](validation.volumes))
+        facts["fd_ae_real_sizes"] = [len(reference.volumes), len(validation)]
     facts["set_size"] = min(len(reference.volumes), n_samples)
     facts["set_sizes_differ"] = len(reference.volumes) != n_samples
     if len(reference.volumes) < AUDITED_REFERENCE_SIZE:

@@ -59,7 +59,7 @@ import yaml
 import bench
 from bench.config import RunConfig, to_dict
 from bench.core.errors import BenchError
-from bench.core.io import atomic_path, write_json_atomic
+from bench.core.io import atomic_path, source_fingerprint, write_json_atomic
 from bench.core.values import MetricValue
 
 CONFIG_FILE = "config.yaml"
@@ -130,16 +130,6 @@ def code_fingerprint() -> str:
     """
     root = Path(bench.__file__).resolve().parent.parent
     return source_fingerprint(root, CODE_PACKAGES, salt=bench.__version__)
-
-
-def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") -> str:
-    """SHA-256 over the relative paths and bytes of every ``*.py`` under ``root/package``."""
-    digest = hashlib.sha256(salt.encode())
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def result_rows(run_name: str, cell: Cell, steps: int, nfe: int, train_steps: int,

@@ -27,13 +27,16 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Generator, Iterable, Iterator, TypeVar
+from typing import Callable, Generator, Iterable, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from bench.core.errors import BenchError
+from bench.core.threads import thread_budget
+
+__all__ = ["run_in_workers", "thread_budget"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,18 +44,6 @@ R = TypeVar("R")
 _PR_SET_PDEATHSIG = 1
 _worker_task: Callable | None = None
 _parent_pid = 0
-
-
-@contextlib.contextmanager
-def thread_budget(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch, BLAS and OpenMP threads, restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_in_workers(task: Callable[[T], R], items: Iterable[T],

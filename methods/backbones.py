@@ -10,16 +10,15 @@ Within a run every deep method builds its network from the same
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
 from bench.core.errors import BenchError
+from bench.core.training import seeded
 
 # The UNet's timestep input is t * UNET_TIME_SCALE: t in [0, 1] becomes [0, 1000],
 # the range of DDPM step indices that MONAI's sinusoidal embedding is made for
@@ -80,7 +79,7 @@ def build_backbone(data_shape: tuple[int, ...], config: BackboneConfig, *,
                          f"{data_shape}; use backbone.kind=unet for voxel grids")
     if kind == "unet":
         _check_unet(data_shape, config)
-    with _seeded(seed):
+    with seeded(seed):
         if kind == "mlp":
             return ResidualMLP(data_shape[0], config.width, config.depth, config.time_embedding)
         return VoxelUNet(data_shape[0], config)
@@ -89,14 +88,6 @@ def build_backbone(data_shape: tuple[int, ...], config: BackboneConfig, *,
 def parameter_count(module: nn.Module) -> int:
     """Number of trainable parameters (elements of tensors that require gradients)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed the CPU generator for the block, then restore the global state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        yield
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target's folder, then a rename.
+"""Atomic file writes (a temporary file in the target's folder, then a rename) and the
+fingerprint of source code that cached results are keyed by.
 
 A write that fails or is interrupted leaves the previous file (or nothing) in
 place, never a half-written file that a later run would trust.
@@ -61,4 +62,14 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") -> str:
+    """SHA-256 over the relative paths and bytes of every ``*.py`` under ``root/package``."""
+    digest = hashlib.sha256(salt.encode())
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

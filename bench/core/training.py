@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -209,6 +209,15 @@ def train_network(network: nn.Module, loss_fn: LossFn, data: torch.Tensor, confi
                        parameter_count=sum(p.numel() for p in network.parameters()
                                            if p.requires_grad),
                        grad_norms=loop.grad_norms, resumed_from=resumed_from)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed the CPU generator for the block (a network's initial weights), then restore the
+    global random state, so that building a network never consumes the caller's numbers."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def snapshot_path(checkpoint_dir: str | Path, step: int) -> Path:

@@ -1,4 +1,4 @@
-"""Shape representations shared by all generative methods: ``voxel`` and ``pca``.
+"""Shape representations shared by all generative methods: ``voxel``, ``pca`` and ``ae``.
 
 Typical use, with the training split only::
 
@@ -10,10 +10,12 @@ Typical use, with the training split only::
 
 from bench.representations.base import (REPRESENTATIONS, Representation, get_representation,
                                         reconstruction_dice, register_representation)
+from bench.representations.ae import AutoencoderRepresentation
 from bench.representations.pca import PCARepresentation
 from bench.representations.voxel import VoxelRepresentation
 
 __all__ = [
+    "AutoencoderRepresentation",
     "REPRESENTATIONS",
     "PCARepresentation",
     "Representation",

@@ -15,6 +15,7 @@ import abc
 import inspect
 import os
 import pickle
+from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -47,8 +48,19 @@ class Representation(abc.ABC):
     name: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def fit(self: R, volumes: np.ndarray | torch.Tensor) -> R:
-        """Learn the representation from training volumes (N, R, R, R); return ``self``."""
+    def fit(self: R, volumes: np.ndarray | torch.Tensor, *, checkpoint_dir: Path | None = None,
+            progress: bool = False, device: torch.device | str = "cpu") -> R:
+        """Learn the representation from training volumes (N, R, R, R); return ``self``.
+
+        A representation that trains a network keeps its training checkpoints in
+        ``checkpoint_dir`` (and resumes from them), shows a progress bar with
+        ``progress`` and trains on ``device``; one fitted in closed form ignores
+        the three.
+        """
+
+    def to(self: R, device: torch.device | str) -> R:
+        """Run encode and decode on ``device`` where it helps (a network); return ``self``."""
+        return self
 
     @abc.abstractmethod
     def encode(self, volumes: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -133,6 +145,16 @@ def _read_payload(path: str | os.PathLike) -> dict[str, Any]:
         raise BenchError(f"{path}: representation file format {version!r}, this code reads "
                          f"{FORMAT_VERSION}; fit and save the representation again")
     return payload
+
+
+def tensor_state(state: State, key: str, name: str) -> torch.Tensor:
+    """``state[key]``, which a saved representation ``name`` holds as a tensor."""
+    value = state[key]
+    if not isinstance(value, torch.Tensor):
+        raise BenchError(f"representation {name!r}: the saved {key!r} is a "
+                         f"{type(value).__name__}, not a tensor; fit and save the "
+                         f"representation again")
+    return value
 
 
 # ----------------------------------------------------------------------------- registry

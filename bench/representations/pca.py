@@ -23,13 +23,15 @@ split under shared load, the whole fit took 4 to 17 s and the SVD alone 63 to
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from bench.core.errors import BenchError
 from bench.core.volumes import as_binary_volumes
 from bench.representations.base import (BATCH_BYTES, Representation, State, as_encoded,
-                                        batch_rows, register_representation)
+                                        batch_rows, register_representation, tensor_state)
 
 RANK_RTOL = 1e-10
 """Eigenvalues of the centred Gram matrix below RANK_RTOL times the largest are zero.
@@ -65,8 +67,9 @@ class PCARepresentation(Representation):
     def __init__(self, *, n_components: int = 64) -> None:
         self.n_components = n_components
 
-    def fit(self, volumes: np.ndarray | torch.Tensor) -> "PCARepresentation":
-        """Fit the components to training volumes (N, R, R, R); return ``self``."""
+    def fit(self, volumes: np.ndarray | torch.Tensor, **_: Any) -> "PCARepresentation":
+        """Fit the components to training volumes (N, R, R, R); return ``self``. The fit
+        options of :meth:`Representation.fit` do not apply: it is one eigendecomposition."""
         volumes = as_binary_volumes(volumes)
         n = len(volumes)
         self._check_n_components(n)
@@ -142,19 +145,10 @@ class PCARepresentation(Representation):
     def _set_state(self, state: State) -> None:
         self.resolution_ = int(state["resolution"])
         self.n_samples_ = int(state["n_samples"])
-        self.mean_ = _tensor_state(state, "mean")
-        self.components_ = _tensor_state(state, "components")
-        self.explained_variance_ = _tensor_state(state, "explained_variance")
-        self.explained_variance_ratio_ = _tensor_state(state, "explained_variance_ratio")
-
-
-def _tensor_state(state: State, key: str) -> torch.Tensor:
-    """``state[key]``, which a saved pca representation holds as a tensor."""
-    value = state[key]
-    if not isinstance(value, torch.Tensor):
-        raise BenchError(f"representation 'pca': the saved {key!r} is a {type(value).__name__}, "
-                         f"not a tensor; fit and save the representation again")
-    return value
+        self.mean_ = tensor_state(state, "mean", self.name)
+        self.components_ = tensor_state(state, "components", self.name)
+        self.explained_variance_ = tensor_state(state, "explained_variance", self.name)
+        self.explained_variance_ratio_ = tensor_state(state, "explained_variance_ratio", self.name)
 
 
 def _gram_and_mean(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -21,7 +23,7 @@ class VoxelRepresentation(Representation):
         resolution_: grid size R of the training volumes.
     """
 
-    def fit(self, volumes: np.ndarray | torch.Tensor) -> "VoxelRepresentation":
+    def fit(self, volumes: np.ndarray | torch.Tensor, **_: Any) -> "VoxelRepresentation":
         """Record the grid size of the training volumes (N, R, R, R); return ``self``."""
         self.resolution_ = as_binary_volumes(volumes).shape[1]
         return self

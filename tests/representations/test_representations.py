@@ -158,7 +158,13 @@ def test_pca_decode_of_zero_latents_is_the_thresholded_mean(pca: PCARepresentati
 
 # -------------------------------------------------------------- contract, save, load
 
-@parametrize_with_checks([get_representation(name, **({"n_components": 6} if name == "pca" else {}))
+# Small enough to fit in a second: pca of 6 components, an autoencoder of 12 steps.
+SMALL = {"pca": {"n_components": 6},
+         "ae": {"channels": [4, 8], "latent_channels": 2, "steps": 12, "batch_size": 4,
+                "threads": 1}}
+
+
+@parametrize_with_checks([get_representation(name, **SMALL.get(name, {}))
                           for name in REPRESENTATIONS.names()])
 def test_the_representation_contract(item, check) -> None:
     check(item)
@@ -178,13 +184,13 @@ def test_encode_decode_and_shape_before_fit_raise(name: str) -> None:
 @pytest.mark.parametrize("name", REPRESENTATIONS.names())
 def test_save_load_round_trip_gives_identical_encodings(name: str, train: np.ndarray,
                                                         tmp_path) -> None:
-    params = {"n_components": 7} if name == "pca" else {}
+    params = {"n_components": 7} if name == "pca" else SMALL.get(name, {})
     rep = get_representation(name, **params).fit(train)
     path = tmp_path / f"{name}.pt"
     rep.save(path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     payload = torch.load(path, weights_only=True)
-    assert payload["representation"] == name and payload["params"] == params
+    assert payload["representation"] == name and payload["params"] == rep.get_params()
     for loaded in (Representation.load(path), type(rep).load(path)):
         assert type(loaded) is type(rep) and loaded.get_params() == rep.get_params()
         assert torch.equal(loaded.encode(train), rep.encode(train))
@@ -205,8 +211,8 @@ def test_load_refuses_another_representation_or_a_broken_file(train: np.ndarray,
 
 
 def test_get_representation_names_the_closest_match_and_allowed_params() -> None:
-    with pytest.raises(BenchError, match="unknown representation 'pcaa'; registered: pca, "
-                                         "voxel; did you mean 'pca'"):
+    with pytest.raises(BenchError, match="unknown representation 'pcaa'; registered: ae, "
+                                         "pca, voxel; did you mean 'pca'"):
         get_representation("pcaa")
     with pytest.raises(BenchError, match="did you mean 'voxel'"):
         get_representation("voxels")
