@@ -110,8 +110,8 @@ def skulls() -> SkullDataset:
 
 @functools.lru_cache(maxsize=2)
 def reference_set(feature_nan: bool = False) -> ReferenceSet:
-    """The checks' reference side: test skulls against training skulls, with a small
-    "pca" feature map (random projections of the volumes) that gives NaN for every
+    """The checks' reference side: test skulls against training skulls, with small "pca"
+    and "ae" feature maps (random projections of the volumes) that give NaN for every
     generated set when ``feature_nan``."""
     data = skulls()
     train, test = data.subset("train"), data.subset("test")
@@ -123,7 +123,8 @@ def reference_set(feature_nan: bool = False) -> ReferenceSet:
         return out if real or not feature_nan else np.full_like(out, np.nan)
 
     reference = ReferenceSet(test.volumes, train.volumes, data.voxel_size_mm,
-                             feature_maps={"pca": features}, train_labels=train.labels,
+                             feature_maps={"pca": features, "ae": features},
+                             train_labels=train.labels,
                              class_names=data.class_names, points_per_shape=128)
     return reference
 

@@ -197,6 +197,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
                              shown_methods(table, methods, ranked), style,
                              ranked=name not in unranked_sections)
                for name, table in tables for style in formats]
+    if "md" in formats and run.reference_facts():
+        written.append(_write_reference(out_dir / "reference.md", run.reference_facts()))
     timings = cell_timings(run)
     written.append(_write_timings(timings, out_dir))
     training = None
@@ -216,6 +218,39 @@ def write_report(run_dir: Path, out_dir: Path | None = None, formats: tuple[str,
                                   steps, catalogue.tagged("nfe", everything["metric"]),
                                   unranked, training))
     return written
+
+
+def reference_facts_table(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """(fact, value) pairs of what the run knows of the real side and its representation:
+    the reconstruction Dice every method in the representation inherits as a ceiling, the
+    representation's fit, and FD-ae's value for real skulls against real skulls."""
+    rows = [("dataset", f"{facts['dataset']}: {facts['n_train']} training, "
+                        f"{facts['n_reference']} reference skulls at {facts['voxel_size_mm']:g} "
+                        f"mm"),
+            ("representation", str(facts["representation"]))]
+    if facts.get("reconstruction_dice_mean") is not None:
+        rows.append(("reconstruction Dice, test split (mean / min)",
+                     f"{facts['reconstruction_dice_mean']:.4f} / "
+                     f"{facts['reconstruction_dice_min']:.4f}"))
+    fit = facts.get("representation_fit") or {}
+    if fit.get("steps"):
+        rows.append(("representation fit", f"{fit['steps']} steps, "
+                     f"{fit['parameter_count']:,} parameters, loss {fit['first_loss']:.4g} -> "
+                     f"{fit['final_loss']:.4g}, {fit['wall_time_s']:.0f} s when it was fitted"))
+    if "fd_ae_real" in facts:
+        test, validation = facts["fd_ae_real_sizes"]
+        rows.append(("FD-ae of real skulls (reference against validation split)",
+                     f"{facts['fd_ae_real']:.4g} at {test} and {validation} skulls: the "
+                     f"estimator's bias at about this set size"))
+    rows.append(("median DCR of held-out real skulls", f"{facts['reference_dcr_median']:.4g}"))
+    return rows
+
+
+def _write_reference(path: Path, facts: dict[str, Any]) -> Path:
+    table = pd.DataFrame(reference_facts_table(facts), columns=["fact", "value"])
+    with atomic_path(path) as tmp:
+        tmp.write_text(table.to_markdown(index=False) + "\n")
+    return path
 
 
 def undiscriminating(rows: pd.DataFrame, steps: int) -> dict[str, str]:

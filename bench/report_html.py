@@ -135,6 +135,15 @@ def _reference_facts(facts: dict[str, Any]) -> str:
                      f"reconstruction Dice {facts['reconstruction_dice_mean']:.3f} (min "
                      f"{facts['reconstruction_dice_min']:.3f}), the overlap no method in it "
                      f"can beat")
+    fit = facts.get("representation_fit") or {}
+    if fit.get("steps"):
+        items.append(f"the representation was fitted once on the training split: "
+                     f"{fit['steps']} steps, {fit['parameter_count']:,} parameters, "
+                     f"{fit['wall_time_s']:.0f} s (reference.md)")
+    if "fd_ae_real" in facts:
+        items.append(f"FD-ae of real skulls against real skulls (reference against "
+                     f"validation split): {facts['fd_ae_real']:.4g}, the bias of the "
+                     f"estimator at about this set size; compare FD-ae only at one set size")
     if "reference_ms_ssim_diversity" in facts:
         items.append(f"MS-SSIM diversity of the real skulls: "
                      f"{facts['reference_ms_ssim_diversity']:.4g} (a method should come close)")

@@ -66,10 +66,12 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 
 
 def source_fingerprint(root: Path, packages: tuple[str, ...], salt: str = "") -> str:
-    """SHA-256 over the relative paths and bytes of every ``*.py`` under ``root/package``."""
+    """SHA-256 over the relative paths and bytes of every ``*.py`` under ``root/package``
+    (a package may also name one module, ``root/package`` being a file)."""
     digest = hashlib.sha256(salt.encode())
     for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
+        target = root / package
+        for path in [target] if target.is_file() else sorted(target.rglob("*.py")):
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -11,9 +11,10 @@ Layout, under the cache root of :mod:`bench.data.cache`::
         representation.pt    the fitted representation, written last: its presence means done
 
 KEY hashes the name, the hyperparameters, the dataset's content hash and the
-source of ``bench/representations`` and ``bench/core`` (the networks and the
-training loop), so a change of any of them fits anew instead of reusing a
-representation that the current code would not produce. Writes are atomic.
+source of the code a fit runs on one process (``bench/representations``, the
+training loop, the thread budget, the volume checks: :data:`CODE`), so a change
+of any of them fits anew instead of reusing a representation that the current
+code would not produce. Writes are atomic.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from bench.representations.base import Representation, get_representation, recon
 
 FIT_FILE = "fit.json"
 REPRESENTATION_FILE = "representation.pt"
-CODE = ("bench/representations", "bench/core")
+CODE = ("bench/representations", "bench/core/training.py", "bench/core/threads.py",
+        "bench/core/volumes.py")
 
 
 @dataclass(frozen=True)
