@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.cli import build_parser
 from bench.config import LauncherConfig, load_config, time_limit_minutes
@@ -187,6 +188,23 @@ def test_a_cell_claimed_by_a_live_worker_is_skipped_then_taken_over_when_stale(e
     output = bench(env, *run_args(run, "--jobs", "1"), settings=settings)
     assert "gaussian-s0: done" in output
     assert (gaussian / "results.csv").is_file() and not (gaussian / "claim.json").exists()
+
+
+@pytest.mark.slow
+def test_a_cell_with_two_gpus_trains_as_one_distributed_group_of_two_processes(env, tmp_path):
+    # On a CPU machine the two processes join with gloo, as on GPUs with NCCL.
+    run = tmp_path / "run"
+    settings = [s for s in SETTINGS if not s.startswith("references")]
+    settings += ["references=[]", "train.steps=200"]
+    bench(env, *run_args(run, "--launcher", "submitit-local", "--gpus-per-cell", "2"),
+          settings=settings)
+    states = wait_until_settled(run)
+    assert states["otfm"].state == "done", states["otfm"].detail
+    otfm = next((run / "cells").glob("otfm-*"))
+    checkpoint = torch.load(otfm / "checkpoints" / CHECKPOINT_NAME, weights_only=False)
+    assert checkpoint["fingerprint"]["processes"] == 2
+    logs = sorted((run / "launch" / "jobs").glob("*_log.out"))
+    assert len(logs) == 2 and all("otfm-s0: done" in log.read_text() for log in logs)
 
 
 def _fake_slurm(folder: Path) -> Path:
