@@ -49,7 +49,7 @@ from bench.workers import thread_budget
 SIGNAL_DELAY_S = 120
 # Time-outs after which submitit stops requeuing a cell (preemptions do not count).
 MAX_TIMEOUTS = 10
-SUBMITTED_STATES = {"pending", "failed"}
+STATES_TO_SUBMIT = {"pending", "failed"}
 
 
 @dataclass
@@ -146,7 +146,7 @@ def submit_run(config: RunConfig, out_dir: Path, plugins: tuple[str, ...] = (),
     run.write_plan([context.folder(cell) for cell in cells.values()], unranked_names(config),
                    training_curve(config))
     states = {status.folder: status.state for status in run_status(out_dir)}
-    wanted = {"failed"} if failed_only else SUBMITTED_STATES
+    wanted = {"failed"} if failed_only else STATES_TO_SUBMIT
     chosen_cells = {name: cell for name, cell in cells.items() if states[name] in wanted}
     skipped = {name: state for name, state in states.items() if name not in chosen_cells}
     if not chosen_cells:
