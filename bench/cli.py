@@ -6,6 +6,10 @@
     bench run [--methods otfm,ddpm] [--seeds 5] [--config PRESET_OR_FILE] [--steps 1,2,5]
               [--dataset NAME] [--out runs/NAME] [--device cpu|cuda] [--shard i/n]
               [--jobs N] [--set key.path=value] [--quiet]
+              [--launcher local|submitit-local|slurm] [--partition P] [--gpus-per-cell G]
+              [--cpus-per-cell C] [--mem-gb M] [--time HH:MM:SS] [--array-parallelism A]
+              [--account A] [--nodes-per-cell N] [--resubmit-failed RUN]
+    bench status RUN_DIR
     bench report RUN_DIR [--format md,csv,tex,html] [--out DIR]
     bench sample CHECKPOINT -n N --steps S --out DIR --format nifti|nrrd|stl [--seed 0]
     bench check [--update-baseline]
@@ -33,7 +37,7 @@ import methods  # noqa: F401  (registers the built-in methods)
 import metrics  # noqa: F401  (registers the built-in metrics)
 from bench.audit import run_audit
 from bench.check import run_gate
-from bench.config import PRESETS, load_config
+from bench.config import PRESETS, RunConfig, load_config
 from bench.core.errors import BenchError
 from bench.core.registry import load_plugin
 from bench.core.values import TAGS
@@ -42,11 +46,13 @@ from bench.data.dataset import MANIFEST_FILE
 from bench.data.importing import import_folder
 from bench.data.preview import write_previews
 from bench.data.sources import SYNTHSKULL, load_dataset
+from bench.launch import submit_run
 from bench.report import summary_table, write_report
 from bench.representations import REPRESENTATIONS
 from bench.run import parse_shard, run_benchmark
 from bench.sample import sample_to_files
-from bench.store import RunFolder
+from bench.status import format_status, run_status
+from bench.store import CONFIG_FILE, RunFolder
 from downstream.base import TASKS, Task
 from methods.base import METHODS, Method
 from metrics.base import METRICS, Metric
@@ -66,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(data_commands)
     _add_list(commands)
     _add_run(commands)
+    _add_status(commands)
     _add_report(commands)
     _add_sample(commands)
     _add_check(commands)
@@ -261,23 +268,71 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                      metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500")
     run.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     run.add_argument("--no-report", action="store_true", help="skip `bench report` at the end")
+    _add_launcher_options(run)
     run.set_defaults(handler=_run_run)
 
 
-def _run_config(args: argparse.Namespace):
-    overrides = list(args.overrides)
+# --option -> key of the config's launcher block; given with --launcher local, an error.
+LAUNCHER_OPTIONS = {"partition": str, "account": str, "gpus_per_cell": int,
+                    "nodes_per_cell": int, "cpus_per_cell": int, "mem_gb": int, "time": str,
+                    "array_parallelism": int}
+
+
+def _add_launcher_options(run: argparse.ArgumentParser) -> None:
+    launch = run.add_argument_group(
+        "launchers", "where the cells run: local (this process, the default), slurm (one "
+                     "SLURM job per pending cell, as one job array; returns at once) or "
+                     "submitit-local (the same jobs as processes on this machine); config "
+                     "block `launcher:`")
+    launch.add_argument("--launcher", default=None, help="local, submitit-local or slurm")
+    for key, kind in LAUNCHER_OPTIONS.items():
+        launch.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, dest=key,
+                            help=f"launcher.{key}")
+    launch.add_argument("--resubmit-failed", type=Path, default=None, metavar="RUN",
+                        help="submit the failed cells of RUN again, with its configuration")
+
+
+def _run_config(args: argparse.Namespace, source: str | None = None) -> RunConfig:
+    overrides = list(args.overrides) + _launcher_overrides(args)
     for key, value in (("methods", args.methods), ("seeds", args.seeds),
                        ("sampling.steps", args.steps), ("dataset.name", args.dataset),
                        ("device", args.device), ("jobs", args.jobs)):
         if value is not None:
             text = f"[{value}]" if key in ("methods", "sampling.steps") else str(value)
             overrides.append(f"{key}={text}")
-    return load_config(args.config, overrides)
+    config = load_config(source or args.config, overrides)
+    if config.launcher.name == "local":
+        given = [key for key in LAUNCHER_OPTIONS if getattr(args, key) is not None]
+        if given or args.resubmit_failed:
+            names = ", ".join(f"--{key.replace('_', '-')}" for key in given) or \
+                "--resubmit-failed"
+            raise BenchError(f"{names}: options of --launcher slurm or submitit-local, "
+                             f"given with --launcher local; add --launcher slurm, or drop them")
+    return config
+
+
+def _launcher_overrides(args: argparse.Namespace) -> list[str]:
+    """``launcher.*`` overrides of the options given; a launcher other than local runs
+    every cell as its own job, so the preset's ``jobs`` becomes 1 unless --jobs is given."""
+    # JSON quoting keeps a string a string: YAML would read 08:00:00 as a number.
+    overrides = [f"launcher.{key}={json.dumps(getattr(args, key))}" for key in LAUNCHER_OPTIONS
+                 if getattr(args, key) is not None]
+    if args.launcher is not None:
+        overrides.append(f"launcher.name={args.launcher}")
+        if args.launcher != "local" and args.jobs is None:
+            overrides.append("jobs=1")
+    return overrides
 
 
 def _run_run(args: argparse.Namespace) -> None:
+    if args.resubmit_failed is not None:
+        _resubmit(args)
+        return
     config = _run_config(args)
     out = args.out or Path("runs") / Path(args.config or "quick").stem
+    if config.launcher.name != "local":
+        _submit(config, out, args, failed_only=False)
+        return
     outcomes = run_benchmark(config, out, parse_shard(args.shard), quiet=args.quiet)
     for outcome in outcomes:
         print(f"{outcome.cell.label:24s} {outcome.status:7s} {outcome.reason}".rstrip())
@@ -290,6 +345,48 @@ def _run_run(args: argparse.Namespace) -> None:
     if failed:
         raise BenchError(f"{len(failed)} cell(s) failed ({', '.join(failed)}); the reasons are "
                          f"above and in each one's failed.json under {out}/cells/")
+
+
+def _resubmit(args: argparse.Namespace) -> None:
+    """``--resubmit-failed RUN``: the failed cells of RUN, with RUN's own configuration."""
+    clashing = [name for name in ("config", "out", "shard") if getattr(args, name) is not None]
+    if clashing:
+        raise BenchError(f"--resubmit-failed RUN takes the configuration and folder of RUN; "
+                         f"drop --{', --'.join(clashing)}")
+    written = args.resubmit_failed / CONFIG_FILE
+    if not written.is_file():
+        raise BenchError(f"--resubmit-failed {args.resubmit_failed}: no {CONFIG_FILE} there; "
+                         f"name the folder of a `bench run`")
+    config = _run_config(args, source=str(written))
+    if config.launcher.name == "local":
+        raise BenchError("--resubmit-failed: the run was not submitted; add --launcher slurm "
+                         "(or submitit-local), or rerun it with `bench run --out RUN`")
+    _submit(config, args.resubmit_failed, args, failed_only=True)
+
+
+def _submit(config: RunConfig, out: Path, args: argparse.Namespace, failed_only: bool) -> None:
+    if args.shard is not None:
+        raise BenchError(f"--shard {args.shard}: with --launcher {config.launcher.name} every "
+                         f"cell is its own job already; drop --shard")
+    submission = submit_run(config, out, tuple(args.plugin), failed_only=failed_only)
+    for name, job_id in submission.jobs.items():
+        print(f"{name:36s} submitted  job {job_id}")
+    states = sorted(set(submission.skipped.values()))
+    for state in states:
+        count = sum(value == state for value in submission.skipped.values())
+        print(f"not submitted: {count} {state}")
+    print(f"{len(submission.jobs)} job(s) submitted ({config.launcher.name}); follow them with "
+          f"`bench status {out}`, then `bench report {out}`")
+
+
+def _add_status(commands: argparse._SubParsersAction) -> None:
+    status = commands.add_parser("status", help="the state of every cell of a run")
+    status.add_argument("run_dir", type=Path)
+    status.set_defaults(handler=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> None:
+    print(format_status(run_status(args.run_dir)))
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:

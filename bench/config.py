@@ -153,6 +153,81 @@ class DownstreamSettings:
             _at_least("downstream.steps", self.steps, 1)
 
 
+LAUNCHERS = ("local", "submitit-local", "slurm")
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """Where the cells run (``bench run --launcher``; see :mod:`bench.launch`).
+
+    ``local`` runs them in this process (or ``jobs`` forked ones); ``slurm``
+    submits one SLURM job per pending cell through submitit, as one job array;
+    ``submitit-local`` makes the same submission to submitit's local executor
+    (processes on this machine). The SLURM options: ``gpus_per_cell`` (more than
+    one trains the cell under torch.distributed, one process per GPU, over
+    ``nodes_per_cell`` nodes), ``cpus_per_cell`` (default: ``threads``),
+    ``mem_gb``, ``time`` (a job's limit, ``[D-]HH:MM:SS`` or minutes; a cell that
+    reaches it is requeued and resumes from its checkpoint), ``array_parallelism``
+    (jobs of the array at once), ``partition`` and ``account``.
+    ``claim_timeout_s`` is the silence after which a cell's claim by a worker
+    that stopped refreshing it is taken over.
+    """
+
+    name: str = "local"
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_cell: int = 0
+    nodes_per_cell: int = 1
+    cpus_per_cell: int | None = None
+    mem_gb: int | None = None
+    time: str = "24:00:00"
+    array_parallelism: int = 64
+    claim_timeout_s: int = 600
+
+    def __post_init__(self) -> None:
+        if self.name not in LAUNCHERS:
+            close = difflib.get_close_matches(str(self.name), LAUNCHERS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise BenchError(f"--launcher {self.name!r}: unknown launcher; choose one of "
+                             f"{', '.join(LAUNCHERS)}{hint}")
+        _at_least("launcher.gpus_per_cell", self.gpus_per_cell, 0)
+        _at_least("launcher.nodes_per_cell", self.nodes_per_cell, 1)
+        _at_least("launcher.array_parallelism", self.array_parallelism, 1)
+        _at_least("launcher.claim_timeout_s", self.claim_timeout_s, 1)
+        for key in ("cpus_per_cell", "mem_gb"):
+            if getattr(self, key) is not None:
+                _at_least(f"launcher.{key}", getattr(self, key), 1)
+        if self.gpus_per_cell % self.nodes_per_cell:
+            raise BenchError(f"config launcher.gpus_per_cell={self.gpus_per_cell} does not split "
+                             f"evenly over launcher.nodes_per_cell={self.nodes_per_cell}; give "
+                             f"a multiple of the node count")
+        time_limit_minutes(self.time)
+
+
+def time_limit_minutes(text: object) -> int:
+    """A SLURM time limit (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in
+    whole minutes, rounded up."""
+    value = str(text).strip()
+    days, dash, clock = value.partition("-")
+    if not dash:
+        days, clock = "0", value
+    try:
+        day_count, numbers = int(days), [int(part) for part in clock.split(":")]
+    except ValueError:
+        numbers = []
+    if not numbers or len(numbers) > 3 or min(numbers + [day_count]) < 0:
+        raise BenchError(f"--time {value!r}: expected minutes or [D-]HH:MM:SS, e.g. 08:00:00")
+    if dash:
+        hours, minutes, seconds = (numbers + [0, 0])[:3]
+    else:
+        hours, minutes, seconds = {1: (0, numbers[0], 0), 2: (0, *numbers),
+                                   3: tuple(numbers)}[len(numbers)]
+    total = (day_count * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+    if total < 1:
+        raise BenchError(f"--time {value!r}: the limit must be at least one minute")
+    return total
+
+
 def training_curve(config: "RunConfig") -> list[tuple[int, int]]:
     """The (training steps, sampling steps) points scored besides the final weights: every
     budget of ``train.evaluate_at`` short of ``train.steps``, at every sampling budget of
@@ -190,6 +265,7 @@ class RunConfig:
     device: str = "cpu"
     threads: int = 1
     jobs: int = 1
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
     def __post_init__(self) -> None:
         for name in ("threads", "jobs", "seeds"):
@@ -205,6 +281,11 @@ class RunConfig:
             raise BenchError(f"config: jobs={self.jobs} runs cells in forked processes, where "
                              f"torch's OpenMP cannot start threads; set threads=1, or jobs=1 "
                              f"to give one cell {self.threads} threads")
+        if self.jobs > 1 and self.launcher.name != "local":
+            raise BenchError(f"config: jobs={self.jobs} is for --launcher local; with "
+                             f"--launcher {self.launcher.name} every cell is its own job, so "
+                             f"set jobs=1 (--jobs 1) and limit the jobs at once with "
+                             f"--array-parallelism")
 
 
 def _at_least(key: str, value: int, minimum: int) -> None:

@@ -42,6 +42,8 @@ import torch
 from tqdm import tqdm
 
 from bench.config import RunConfig, training_curve
+from bench.core.claims import ClaimState, holding, new_holder
+from bench.core.distributed import current_group, main_rank_value
 from bench.core.errors import BenchError, NonFiniteError
 from bench.core.values import ValueSpec
 from bench.core.volumes import load_volumes, save_volumes
@@ -222,6 +224,7 @@ class RunContext:
     references: list[str]
     device: torch.device
     quiet: bool
+    job_id: str | None = None  # the submitit job running the cells (None: this process)
 
     def folder(self, cell: Cell) -> CellFolder:
         return self.run.cell(cell, self.config, self.dataset_hash)
@@ -390,8 +393,45 @@ def reference_facts(dataset: SkullDataset, representation: Representation,
 
 def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
     """Produce one cell's rows and the points of its training curve, or reuse them; a
-    BenchError records a failed cell."""
+    BenchError records a failed cell.
+
+    The cell is claimed first (:mod:`bench.core.claims`), so that two invocations,
+    array jobs or requeues into one run folder never work on it at once: while
+    another worker's live claim holds it, the outcome is ``claimed``. A cell trained
+    by several processes (torch.distributed) is claimed by rank 0 for all of them;
+    the other ranks only join its training.
+    """
     folder = context.folder(cell)
+    if folder.done and not _pending_curve(context, cell, folder):
+        return CellOutcome(cell, "cached")
+    group = current_group()
+    with _claimed(context, folder, group.is_main) as other:
+        other = main_rank_value(other, group)
+        if other is not None:
+            holder = other.holder
+            return CellOutcome(cell, "claimed", f"by job {holder.job_id} on {holder.host} "
+                                                f"(pid {holder.pid})")
+        if not group.is_main:
+            join_training(context, cell, folder)
+            return CellOutcome(cell, "done")
+        return _run_claimed(context, cell, folder)
+
+
+@contextlib.contextmanager
+def _claimed(context: RunContext, folder: CellFolder, claim: bool
+             ) -> Iterator[ClaimState | None]:
+    """Hold the cell's claim for the block (``claim`` False: a rank that follows rank 0)."""
+    if not claim:
+        yield None
+        return
+    folder.path.mkdir(parents=True, exist_ok=True)
+    holder = new_holder(context.job_id or f"local-{os.getpid()}")
+    with holding(folder.claim_path, holder, context.config.launcher.claim_timeout_s) as other:
+        yield other
+
+
+def _run_claimed(context: RunContext, cell: Cell, folder: CellFolder) -> CellOutcome:
+    """The cell's work once claimed; what another worker finished meanwhile is kept."""
     curve = _pending_curve(context, cell, folder)
     if folder.done and not curve:
         return CellOutcome(cell, "cached")
@@ -408,6 +448,19 @@ def run_cell(context: RunContext, cell: Cell) -> CellOutcome:
     finally:
         folder.write_timings(timings)
     return CellOutcome(cell, "done", timings=timings)
+
+
+def join_training(context: RunContext, cell: Cell, folder: CellFolder) -> None:
+    """A rank other than 0's share of a cell trained by several processes: the same
+    ``fit`` call, whose collectives pair with rank 0's; it writes nothing (rank 0
+    writes the checkpoints, the fit report and the method). Cells that do not train
+    step by step, and methods already fitted, need no share."""
+    if (folder.done or folder.method_path.is_file() or cell.method in context.references
+            or cell.method not in METHODS.names() or not get_method(cell.method).trains):
+        return
+    method = create_method(cell.method, **context.config.method_params.get(cell.method, {}))
+    method.fit(context.train_latents, context.val_latents, _fit_config(context, folder),
+               cell.seed, context.device)
 
 
 def _pending_curve(context: RunContext, cell: Cell, folder: CellFolder
@@ -529,18 +582,22 @@ def _fitted_method(context: RunContext, cell: Cell, folder: CellFolder,
     samples the run's ground truth, as the oracles do: they are refitted, at no cost)."""
     if folder.method_path.is_file():
         return Method.load(folder.method_path)
-    config = context.config
-    method = create_method(cell.method, **config.method_params.get(cell.method, {}))
-    train_config = dataclasses.replace(config.train, progress=not context.quiet)
-    fit_config = FitConfig(backbone=config.backbone, train=train_config,
-                           checkpoint_dir=folder.checkpoint_dir, truth=context.truth)
+    method = create_method(cell.method, **context.config.method_params.get(cell.method, {}))
     with timed(timings, "fit"):
-        report = method.fit(context.train_latents, context.val_latents, fit_config, cell.seed,
-                            context.device)
+        report = method.fit(context.train_latents, context.val_latents,
+                            _fit_config(context, folder), cell.seed, context.device)
     folder.write_fit({**dataclasses.asdict(report), "final_loss": report.final_loss})
     if method.saveable:
         method.save(folder.method_path)
     return method
+
+
+def _fit_config(context: RunContext, folder: CellFolder) -> FitConfig:
+    """The fit settings of a cell of the run, checkpointed in its folder."""
+    config = context.config
+    train_config = dataclasses.replace(config.train, progress=not context.quiet)
+    return FitConfig(backbone=config.backbone, train=train_config,
+                     checkpoint_dir=folder.checkpoint_dir, truth=context.truth)
 
 
 def _samples(context: RunContext, method: Method, cell: Cell, steps: int, folder: CellFolder,

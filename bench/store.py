@@ -30,6 +30,14 @@ Layout::
                                each point written after results.csv, on its own
         failed.json            why the cell failed (NaN loss, bad samples, ...)
         timings.json           wall-clock seconds per stage (kept out of results)
+        claim.json             who works on the cell now (job id, host, pid, start; its
+                               modification time is the heartbeat): one worker per cell
+        job.json               the job submitted for the cell (--launcher slurm or
+                               submitit-local): job id, launcher, time, log files
+        requeued.json          how often that job was preempted or timed out and requeued
+    RUN/launch/submissions.json  every submission: launcher, parameters, sbatch script,
+                               cell -> job id
+    RUN/launch/jobs/           submitit's folder: pickled jobs, results and logs
 
 A cell's folder name carries a hash of what determines it (resolved config
 less what only picks or schedules the grid or adds training-curve points, dataset
@@ -76,6 +84,11 @@ CASES_FILE = "downstream-cases.csv"
 FAILED_FILE = "failed.json"
 TIMINGS_FILE = "timings.json"
 REFERENCE_EXAMPLES = "reference-examples.npz"
+CLAIM_FILE = "claim.json"
+JOB_FILE = "job.json"
+REQUEUED_FILE = "requeued.json"
+LAUNCH_DIR = "launch"
+SUBMISSIONS_FILE = "submissions.json"
 
 RESULT_COLUMNS = ["run", "method", "seed", "steps", "nfe", "train_steps", "group", "metric",
                   "value", "higher_is_better", "unit"]
@@ -83,8 +96,8 @@ DCR_COLUMNS = ["run", "method", "seed", "steps", "set", "sample", "dcr", "neares
 CODE_PACKAGES = ("bench", "methods", "metrics", "downstream")
 # Settings of a run that choose its grid of cells or how they are scheduled, but change
 # no cell's numbers: a cell's hash leaves them out, so a run with another seed or
-# method added, or with other jobs, reuses the cells it shares with an earlier one.
-NOT_CELL_SETTINGS = ("methods", "references", "seeds", "method_params", "jobs")
+# method added, or with other jobs or launcher, reuses the cells it shares with an earlier one.
+NOT_CELL_SETTINGS = ("methods", "references", "seeds", "method_params", "jobs", "launcher")
 # Settings that only add training-curve files to a finished cell, so that adding a training
 # budget scores only it, from the snapshot its training kept (at every checkpoint step
 # too; a budget never kept fails the cell by name).
@@ -186,6 +199,41 @@ class CellFolder:
     @property
     def failed(self) -> bool:
         return (self.path / FAILED_FILE).is_file()
+
+    @property
+    def claim_path(self) -> Path:
+        """The cell's claim file (:mod:`bench.core.claims`)."""
+        return self.path / CLAIM_FILE
+
+    def failure(self) -> dict[str, Any] | None:
+        """``failed.json`` (method, seed, reason, traceback), or None."""
+        return _read_optional(self.path / FAILED_FILE)
+
+    def timings(self) -> dict[str, float]:
+        """``timings.json``: seconds per stage (empty before the cell ran)."""
+        return _read_optional(self.path / TIMINGS_FILE) or {}
+
+    def write_job(self, record: dict[str, Any]) -> None:
+        """Record the job submitted for the cell, forgetting the requeues and the failure
+        of an earlier one (the new job tries again)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in (REQUEUED_FILE, FAILED_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        write_json_atomic(self.path / JOB_FILE, record)
+
+    def job(self) -> dict[str, Any] | None:
+        """``job.json``: the last job submitted for the cell, or None."""
+        return _read_optional(self.path / JOB_FILE)
+
+    def record_requeue(self, job_id: str, when: float) -> None:
+        """Count one more preemption or time-out after which the job was requeued."""
+        count = int((self.requeues() or {}).get("count", 0)) + 1
+        write_json_atomic(self.path / REQUEUED_FILE, {"count": count, "job_id": job_id,
+                                                      "last": when})
+
+    def requeues(self) -> dict[str, Any] | None:
+        """``requeued.json``: count, job id and time of the last requeue, or None."""
+        return _read_optional(self.path / REQUEUED_FILE)
 
     def start(self, cell: Cell, representation: str) -> None:
         """Create the folder, forget an earlier failure, and record what the cell is."""
@@ -314,6 +362,22 @@ class RunFolder:
         (not yet run, interrupted, or another shard's that has not finished)."""
         return [folder.name for folder in self.planned() if not (folder.done or folder.failed)]
 
+    @property
+    def jobs_folder(self) -> Path:
+        """submitit's folder of the run's jobs: pickles, results and logs."""
+        return self.path / LAUNCH_DIR / "jobs"
+
+    def add_submission(self, record: dict[str, Any]) -> None:
+        """Append one submission to ``launch/submissions.json``."""
+        path = self.path / LAUNCH_DIR / SUBMISSIONS_FILE
+        earlier = (_read_optional(path) or {}).get("submissions", [])
+        write_json_atomic(path, {"submissions": [*earlier, record]})
+
+    def submissions(self) -> list[dict[str, Any]]:
+        """Every submission of the run, oldest first."""
+        found = _read_optional(self.path / LAUNCH_DIR / SUBMISSIONS_FILE) or {}
+        return list(found.get("submissions", []))
+
     def write_catalogue(self, entries: list[dict[str, Any]]) -> None:
         write_json_atomic(self.path / CATALOGUE_FILE, {"values": entries})
 
@@ -348,6 +412,15 @@ class RunFolder:
         if not isinstance(content, dict):
             raise BenchError(f"{path}: not a JSON object; rerun `bench run --out {self.path}`")
         return content
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is missing or unreadable."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def environment(device: str) -> dict[str, object]:

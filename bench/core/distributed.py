@@ -15,11 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from bench.core.errors import BenchError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,3 +108,15 @@ def gather_rows(tensor: torch.Tensor, group: ProcessGroup, device: torch.device)
     rows = [torch.empty_like(local) for _ in range(group.size)]
     dist.all_gather(rows, local)
     return torch.stack(rows).cpu()
+
+
+def main_rank_value(value: T, group: ProcessGroup) -> T:
+    """Rank 0's ``value`` (any picklable object) on every rank: one decision for the group.
+
+    On one process the value itself; otherwise a collective that every rank must call.
+    """
+    if group.size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
