@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # on a shared 2-core machine; passive waiting costs nothing when the machine is idle.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo run leaderboard audit test lint bench clean
+.PHONY: install demo run leaderboard latent audit test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ run: install
 # Regenerates the committed reference leaderboard of the quick preset (reuses finished cells).
 leaderboard: run
 	$(BIN)/bench report runs/quick --out leaderboards/quick
+
+# The learned-latent comparison (preset latent; the autoencoders are fitted once and cached)
+# and its committed leaderboard.
+latent: install
+	$(BIN)/bench run --config latent --methods otfm,ddpm --seeds 5
+	$(BIN)/bench report runs/latent --out leaderboards/latent
 
 # The committed metric audits: of the quick configuration (leaderboards/audit) and of the ci
 # one (leaderboards/audit/ci, which picks the gate's metrics). Scored sets are reused.
