@@ -76,7 +76,8 @@ def test_empty_samples_fail_instead_of_scoring_well(reference):
 def test_only_the_inputs_that_a_selected_metric_reads_are_computed(reference):
     dataset, ref, _ = reference
     only = selected_metrics(MetricsConfig(exclude=tuple(
-        name for name in ("pointflow-cd", "pointflow-emd", "feature-pca", "feature-descriptors",
+        name for name in ("pointflow-cd", "pointflow-emd", "feature-pca", "feature-ae",
+                          "feature-descriptors",
                           "class-balance", "ms-ssim-diversity", "nearest-dice", "dcr",
                           "anatomy-w1"))))
     assert [metric.name for metric in only] == ["failure-rate"]

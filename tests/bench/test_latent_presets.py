@@ -15,7 +15,7 @@ from methods.base import METHODS, FitConfig
 from methods.registry import create_method
 from bench.core.training import TrainConfig
 
-TINY = ["dataset.n=40", "dataset.resolution=16", "seeds=1", "references=[oracle-rep, gaussian]",
+TINY = ["dataset.n=60", "dataset.resolution=16", "seeds=1", "references=[oracle-rep, gaussian]",
         "sampling.steps=[2]", "sampling.n_samples=8", "metrics.points=64",
         "metrics.exclude=[pointflow-emd]", "metrics.params.ms-ssim-diversity.pairs=2",
         "downstream.enabled=false", "train.steps=4", "train.batch_size=4",
