@@ -305,8 +305,11 @@ def _depth_cue(depth: np.ndarray, covered: np.ndarray, half_width_mm: float,
     """Darkening factor (n, n) growing with distance behind the nearest surface.
 
     Surfaces seen through openings (the inside of the vault behind the orbits)
-    lie far behind the face and come out darker, which reads as depth.
+    lie far behind the face and come out darker, which reads as depth. A view that
+    covers no pixel (a sample with its bone outside the frame) is left undarkened.
     """
+    if not covered.any():
+        return np.ones_like(depth)
     nearest = depth[covered].max()
     return 1.0 - fog * np.clip((nearest - depth) / (2 * half_width_mm), 0.0, 1.0)
 
