@@ -3,12 +3,14 @@
 import json
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
+from importlib.resources import files
 from types import SimpleNamespace
 
 import pytest
 
 import methods  # noqa: F401  (registers the built-in methods)
 from bench.cli import main
+from bench.config import PRESETS
 from bench.core.errors import BenchError
 import bench.core.registry as core_registry
 from bench.core.registry import load_plugin
@@ -272,5 +274,9 @@ def test_bench_list_shows_metric_groups_and_presets(capsys):
     assert "distribution" in metrics_part and "MMD-CD" in metrics_part
     assert "1-NNA-CD" in metrics_part and "failure-rate" in metrics_part
     presets_part = out.split("presets (bench run --config NAME):")[1]
-    assert [line.split()[0] for line in presets_part.strip().splitlines()
-            if not line.startswith(" " * 5)] == ["ci", "quick", "downstream", "paper64"]
+    listed = [line.split()[0] for line in presets_part.strip().splitlines()
+              if not line.startswith(" " * 5)]
+    shipped = sorted(path.name.removesuffix(".yaml")
+                     for path in files("bench.presets").iterdir() if path.name.endswith(".yaml"))
+    assert listed == list(PRESETS)
+    assert sorted(listed) == shipped
