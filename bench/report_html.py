@@ -230,12 +230,17 @@ def _training_figure(metric: str, curve: pd.DataFrame, training: TrainingCurve) 
 
 
 def _seed_strips(rows: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[str]:
-    """Per-seed values of the plotted metrics at the report's step budget."""
+    """Per-seed values of the plotted metrics at the report's step budget, as swarms: a strip
+    plot's jitter draws from numpy's global random state, so the figure would change from
+    one report to the next."""
     picked = rows[rows["metric"].isin(metrics)]
     if picked.empty:
         return []
-    grid = sns.catplot(data=picked, x="method", y="value", col="metric", kind="strip",
+    grid = sns.catplot(data=picked, x="method", y="value", col="metric", kind="swarm",
                        sharey=False, height=3, aspect=0.9, col_wrap=4)
+    grid.tick_params(axis="x", labelrotation=60)
+    grid.set_xlabels("")
+    grid.figure.tight_layout()
     return [_save(grid.figure, out_dir / "seeds.png")]
 
 

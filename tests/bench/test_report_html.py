@@ -113,3 +113,13 @@ def test_the_page_opens_with_the_verdict_and_the_headline_table(report_dir):
     assert verdict < page.index("<h2>headline</h2>") < page.index("<h2>distribution</h2>")
     assert "otfm is the only ranked method" in page[verdict:page.index("</p>", verdict)]
     assert "reconstruction Dice" in page and "samples closest to a training skull" in page
+
+
+def test_a_second_report_draws_every_figure_byte_identically(report_dir, tmp_path):
+    again = tmp_path / "again"
+    write_report(report_dir.parent, again)
+    figures = sorted(path.name for path in report_dir.glob("*.png"))
+    assert "seeds.png" in figures
+    changed = [name for name in figures
+               if (report_dir / name).read_bytes() != (again / name).read_bytes()]
+    assert changed == []
