@@ -1,14 +1,17 @@
 """Cost of a step of the shared training loop against a bare PyTorch loop (`make bench`).
 
-Both train ResidualMLP(64, 256, 4) on batches of 256 drawn with replacement
-by a seeded generator, with the same flow-matching loss, AdamW and number of
-steps, on one CPU thread. The harness adds gradient clipping, the learning-rate
-schedule, the EMA update, the finite-loss check and the loss log; the issue's
-target is at most 5 % more per step. The figures land in the benchmark's
-extra_info (``--benchmark-json``) and are printed; nothing here fails on time.
+Both train one network on batches drawn with replacement by a seeded generator,
+with the same flow-matching loss, AdamW and number of steps, on one CPU thread,
+in two cases: the quick preset's ResidualMLP(64, 256, 4) on 64-D latents, batch
+256, and the latent preset's MONAI U-Net (16, 32) on 4 x 8^3 latents, batch 32.
+The harness adds gradient clipping, the learning-rate schedule, the EMA update,
+the finite-loss check and the loss log; the issues' target is at most 5 % more
+per step. The figures land in the benchmark's extra_info (``--benchmark-json``)
+and are printed; nothing here fails on time.
 """
 
 import time
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -17,8 +20,30 @@ from bench.core.training import TrainConfig, train_network
 from methods.backbones import BackboneConfig, build_backbone
 from methods.flow_matching import ConstantNoisePath, FlowMatchingLoss, IndependentCoupling
 
-DIM, BATCH = 64, 256
-BACKBONE = BackboneConfig(kind="mlp", width=256, depth=4, time_embedding=64)
+SKIP = 5                              # first steps of a loop left untimed (optimiser state)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One network to time: its data shape, backbone and batch, and how long to time it
+    (``rounds`` alternations of the three loops, ``steps`` steps each)."""
+
+    name: str
+    shape: tuple[int, ...]
+    backbone: BackboneConfig
+    batch: int
+    rounds: int
+    steps: int
+
+
+CASES = [
+    Case("mlp", (64,), BackboneConfig(kind="mlp", width=256, depth=4, time_embedding=64),
+         batch=256, rounds=10, steps=60),
+    Case("latent-unet", (4, 8, 8, 8),
+         BackboneConfig(kind="unet", unet_channels=(16, 32), unet_attention=(False, False),
+                        unet_res_blocks=1, unet_head_channels=16, unet_norm_groups=16),
+         batch=32, rounds=4, steps=30),
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,16 +53,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 flow_loss = FlowMatchingLoss(ConstantNoisePath(0.0), IndependentCoupling())
 
 
-def training_data():
-    return torch.randn(2048, DIM, generator=torch.Generator().manual_seed(0))
+def training_data(case):
+    return torch.randn(2048, *case.shape, generator=torch.Generator().manual_seed(0))
 
 
-def bare_loop(network, data, steps, fused=None, loss=flow_loss):
+def bare_loop(network, data, steps, batch, fused=None, loss=flow_loss):
     """What one would write by hand: sample, loss, backward, AdamW step."""
     optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, fused=fused)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        index = torch.randint(len(data), (BATCH,), generator=generator)
+        index = torch.randint(len(data), (batch,), generator=generator)
         value = loss(network, data[index], generator)
         optimiser.zero_grad(set_to_none=True)
         value.backward()
@@ -45,8 +70,8 @@ def bare_loop(network, data, steps, fused=None, loss=flow_loss):
     return value.item()
 
 
-def harness_loop(network, data, steps, loss=flow_loss):
-    config = TrainConfig(steps=steps, batch_size=BATCH, learning_rate=1e-3, warmup_steps=10)
+def harness_loop(network, data, steps, batch, loss=flow_loss):
+    config = TrainConfig(steps=steps, batch_size=batch, learning_rate=1e-3, warmup_steps=10)
     return train_network(network, loss, data, config, 0, "cpu", "bench").losses[-1]
 
 
@@ -61,23 +86,24 @@ class StampedLoss:
         return flow_loss(network, batch, generator)
 
 
-def step_times_ms(loop, data, steps, skip=10, **options):
-    """Milliseconds of each step after the first ``skip`` (optimiser state, caches)."""
+def step_times_ms(loop, case, data, **options):
+    """Milliseconds of each step after the first :data:`SKIP`."""
     loss = StampedLoss()
-    loop(build_backbone((DIM,), BACKBONE, seed=0), data, steps, loss=loss, **options)
-    stamps = torch.tensor(loss.stamps[skip:], dtype=torch.float64)
+    loop(build_backbone(case.shape, case.backbone, seed=0), data, case.steps, case.batch,
+         loss=loss, **options)
+    stamps = torch.tensor(loss.stamps[SKIP:], dtype=torch.float64)
     return (1e3 * stamps.diff()).tolist()
 
 
-def overhead_figures(data, rounds=10, steps=60):
+def overhead_figures(case, data):
     """Per-step times of the three loops, alternated round by round so that they share the
     machine's load; the median and 20th percentile of each, and the harness's overhead."""
     loops = {"bare": (bare_loop, {}), "bare_fused_adamw": (bare_loop, {"fused": True}),
              "harness": (harness_loop, {})}
     times = {name: [] for name in loops}
-    for _ in range(rounds):
+    for _ in range(case.rounds):
         for name, (loop, options) in loops.items():
-            times[name] += step_times_ms(loop, data, steps, **options)
+            times[name] += step_times_ms(loop, case, data, **options)
     figures = {}
     for name, values in times.items():
         values = torch.tensor(values)
@@ -91,33 +117,38 @@ def overhead_figures(data, rounds=10, steps=60):
     return figures
 
 
-def steps_for(benchmark):
-    return 100 if not benchmark.disabled else 3
+def steps_for(benchmark, case):
+    return case.steps if not benchmark.disabled else 3
 
 
-def test_bare_pytorch_loop(benchmark):
-    data, steps = training_data(), steps_for(benchmark)
-    benchmark.pedantic(bare_loop, setup=lambda: ((build_backbone((DIM,), BACKBONE, seed=0),
-                                                 data, steps), {}),
-                       rounds=5, warmup_rounds=1)
+def network_setup(case, data, steps):
+    return lambda: ((build_backbone(case.shape, case.backbone, seed=0), data, steps,
+                     case.batch), {})
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_bare_pytorch_loop(benchmark, case):
+    data, steps = training_data(case), steps_for(benchmark, case)
+    loss = benchmark.pedantic(bare_loop, setup=network_setup(case, data, steps), rounds=5,
+                              warmup_rounds=1)
+    assert loss == loss                                        # finite, not NaN
     if benchmark.stats:
         benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
 
 
-def test_harness_loop(benchmark):
-    data, steps = training_data(), steps_for(benchmark)
-    loss = benchmark.pedantic(harness_loop,
-                              setup=lambda: ((build_backbone((DIM,), BACKBONE, seed=0),
-                                              data, steps), {}),
-                              rounds=5, warmup_rounds=1)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_harness_loop(benchmark, case):
+    data, steps = training_data(case), steps_for(benchmark, case)
+    loss = benchmark.pedantic(harness_loop, setup=network_setup(case, data, steps), rounds=5,
+                              warmup_rounds=1)
     assert loss == loss                                        # finite, not NaN
     if benchmark.disabled:
         return
     benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
-    figures = overhead_figures(data)
+    figures = overhead_figures(case, data)
     benchmark.extra_info.update(figures)
-    print("\ntraining step, ms per step (median / 20th percentile of 500 steps each, one "
-          "thread):")
+    print(f"\n{case.name} training step, ms per step (median / 20th percentile of "
+          f"{case.rounds * (case.steps - SKIP - 1)} steps each, one thread):")
     for name in ("bare", "bare_fused_adamw", "harness"):
         print(f"  {name:18s} {figures[f'{name}_ms_per_step_median']:.3f} / "
               f"{figures[f'{name}_ms_per_step_p20']:.3f}")
