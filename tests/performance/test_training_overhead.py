@@ -117,35 +117,33 @@ def overhead_figures(case, data):
     return figures
 
 
-def steps_for(benchmark, case):
-    return case.steps if not benchmark.disabled else 3
+def timed_loss(benchmark, loop, case):
+    """Time ``loop`` on a fresh network (``case.steps`` steps; 3 when benchmarks are off),
+    note its milliseconds a step, and return its last loss."""
+    data, steps = training_data(case), case.steps if not benchmark.disabled else 3
 
+    def setup():
+        return (build_backbone(case.shape, case.backbone, seed=0), data, steps, case.batch), {}
 
-def network_setup(case, data, steps):
-    return lambda: ((build_backbone(case.shape, case.backbone, seed=0), data, steps,
-                     case.batch), {})
+    loss = benchmark.pedantic(loop, setup=setup, rounds=5, warmup_rounds=1)
+    if not benchmark.disabled:
+        benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
+    return loss
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_bare_pytorch_loop(benchmark, case):
-    data, steps = training_data(case), steps_for(benchmark, case)
-    loss = benchmark.pedantic(bare_loop, setup=network_setup(case, data, steps), rounds=5,
-                              warmup_rounds=1)
+    loss = timed_loss(benchmark, bare_loop, case)
     assert loss == loss                                        # finite, not NaN
-    if benchmark.stats:
-        benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_harness_loop(benchmark, case):
-    data, steps = training_data(case), steps_for(benchmark, case)
-    loss = benchmark.pedantic(harness_loop, setup=network_setup(case, data, steps), rounds=5,
-                              warmup_rounds=1)
+    loss = timed_loss(benchmark, harness_loop, case)
     assert loss == loss                                        # finite, not NaN
     if benchmark.disabled:
         return
-    benchmark.extra_info["ms_per_step"] = 1e3 * benchmark.stats.stats.min / steps
-    figures = overhead_figures(case, data)
+    figures = overhead_figures(case, training_data(case))
     benchmark.extra_info.update(figures)
     print(f"\n{case.name} training step, ms per step (median / 20th percentile of "
           f"{case.rounds * (case.steps - SKIP - 1)} steps each, one thread):")
